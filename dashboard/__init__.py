@@ -1,0 +1,5 @@
+"""FieldTrace dashboard. ``create_app(settings)`` builds a fresh Dash app; nothing loads at import."""
+
+from dashboard.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,1 @@
+"""Pure figure builders: frames in, Plotly figures out. No store access here."""

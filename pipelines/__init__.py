@@ -1,0 +1,4 @@
+"""FieldTrace pipelines: settings, the DuckDB store, sources, ingest and runners.
+
+Imports flow one way: ``dashboard`` → ``pipelines`` → ``geofence``.
+"""

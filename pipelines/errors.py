@@ -1,0 +1,27 @@
+"""The one error base of ``pipelines``; every subclass also inherits a builtin."""
+
+from __future__ import annotations
+
+
+class FieldTraceError(Exception):
+    """Base of every error raised by ``pipelines``."""
+
+
+class SettingsError(FieldTraceError, ValueError):
+    """A setting or configuration file is invalid."""
+
+
+class StoreError(FieldTraceError, RuntimeError):
+    """The DuckDB store could not do what was asked."""
+
+
+class UnknownTableError(StoreError, KeyError):
+    """A table name is not part of the FieldTrace schema."""
+
+
+class SourceFormatError(FieldTraceError, ValueError):
+    """A file or response cannot be parsed at all (nothing is written)."""
+
+
+class FetchError(FieldTraceError, ConnectionError):
+    """An HTTP feed failed after its retries."""

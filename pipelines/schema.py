@@ -1,0 +1,372 @@
+"""The DuckDB schema of FieldTrace and its ordered migrations.
+
+Physical layout follows the read patterns of later stages:
+- ``gps_fixes``, ``uwb_positions`` and ``iot_readings`` are kept sorted by (entity, time) so a
+  window read of one technician or device touches few row groups (zone-map pruning);
+  ``Store.optimize()`` re-sorts after ingest.
+- ``tickets`` are kept sorted by (region, h3_r7, created_ts) for "all tickets in an area over a
+  window".
+All times are TIMESTAMPTZ in UTC; all coordinates are WGS84 (the input datum is kept beside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENT_TYPES: tuple[str, ...] = (
+    "created",
+    "assigned",
+    "accepted",
+    "departed",
+    "arrived",
+    "work_started",
+    "parts_requested",
+    "completed",
+    "closed",
+    "reopened",
+    "customer_chased",
+)
+
+DATUMS: tuple[str, ...] = ("WGS84", "GCJ02", "BD09")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_EVENT_TYPE_LIST = ", ".join(f"'{e}'" for e in EVENT_TYPES)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core tables: tickets, events, technicians, positions, feeds, ingest bookkeeping",
+        (
+            """
+            CREATE TABLE ingest_batches (
+                batch_id VARCHAR PRIMARY KEY,
+                kind VARCHAR NOT NULL,
+                format VARCHAR NOT NULL,
+                path VARCHAR NOT NULL,
+                file_hash VARCHAR NOT NULL,
+                rows_read BIGINT NOT NULL,
+                rows_accepted BIGINT NOT NULL,
+                rows_quarantined BIGINT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL,
+                finished_at TIMESTAMPTZ NOT NULL,
+                parse_s DOUBLE NOT NULL,
+                validate_s DOUBLE NOT NULL,
+                write_s DOUBLE NOT NULL,
+                options VARCHAR,
+                UNIQUE (kind, file_hash),
+                CHECK (rows_read = rows_accepted + rows_quarantined)
+            )
+            """,
+            """
+            CREATE TABLE quarantine (
+                batch_id VARCHAR NOT NULL,
+                kind VARCHAR NOT NULL,
+                source_path VARCHAR NOT NULL,
+                row_number BIGINT NOT NULL,
+                rule VARCHAR NOT NULL,
+                field VARCHAR,
+                reason VARCHAR NOT NULL,
+                raw VARCHAR,
+                quarantined_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE technicians (
+                technician_id VARCHAR PRIMARY KEY,
+                name VARCHAR,
+                region VARCHAR,
+                skills VARCHAR[],
+                home_lat DOUBLE,
+                home_lon DOUBLE,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE tickets (
+                ticket_id VARCHAR PRIMARY KEY,
+                source VARCHAR NOT NULL,
+                external_id VARCHAR,
+                customer_id VARCHAR,
+                customer_name VARCHAR,
+                address VARCHAR,
+                lat DOUBLE,
+                lon DOUBLE,
+                datum_in VARCHAR NOT NULL,
+                lat_in DOUBLE,
+                lon_in DOUBLE,
+                tags VARCHAR[],
+                tag VARCHAR,
+                category VARCHAR,
+                priority VARCHAR,
+                region VARCHAR,
+                site_id VARCHAR,
+                created_ts TIMESTAMPTZ NOT NULL,
+                h3_r7 UBIGINT,
+                h3_r9 UBIGINT,
+                batch_id VARCHAR
+            )
+            """,
+            f"""
+            CREATE TABLE ticket_events (
+                event_id VARCHAR PRIMARY KEY,
+                ticket_id VARCHAR NOT NULL,
+                event_type VARCHAR NOT NULL CHECK (event_type IN ({_EVENT_TYPE_LIST})),
+                ts TIMESTAMPTZ NOT NULL,
+                actor VARCHAR,
+                source VARCHAR,
+                note VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE gps_fixes (
+                technician_id VARCHAR NOT NULL,
+                ts TIMESTAMPTZ NOT NULL,
+                lat DOUBLE NOT NULL,
+                lon DOUBLE NOT NULL,
+                accuracy_m DOUBLE,
+                speed_mps DOUBLE,
+                heading_deg DOUBLE,
+                altitude_m DOUBLE,
+                hdop DOUBLE,
+                satellites INTEGER,
+                mock_location BOOLEAN,
+                datum_in VARCHAR NOT NULL,
+                accuracy_source VARCHAR,
+                h3 UBIGINT NOT NULL,
+                source VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE uwb_sites (
+                site_id VARCHAR PRIMARY KEY,
+                name VARCHAR,
+                origin_lat DOUBLE NOT NULL,
+                origin_lon DOUBLE NOT NULL,
+                origin_alt_m DOUBLE,
+                rotation_deg DOUBLE NOT NULL,
+                anchors VARCHAR NOT NULL,
+                targets VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE uwb_positions (
+                site_id VARCHAR NOT NULL,
+                tag_id VARCHAR NOT NULL,
+                ts TIMESTAMPTZ NOT NULL,
+                x_m DOUBLE NOT NULL,
+                y_m DOUBLE NOT NULL,
+                z_m DOUBLE,
+                lat DOUBLE NOT NULL,
+                lon DOUBLE NOT NULL,
+                error_m DOUBLE,
+                n_anchors INTEGER,
+                source VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE weather_obs (
+                grid_lat DOUBLE NOT NULL,
+                grid_lon DOUBLE NOT NULL,
+                ts TIMESTAMPTZ NOT NULL,
+                variable VARCHAR NOT NULL,
+                value DOUBLE,
+                unit VARCHAR,
+                source VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE outages (
+                outage_id VARCHAR PRIMARY KEY,
+                source VARCHAR NOT NULL,
+                geom_wkt VARCHAR NOT NULL,
+                min_lat DOUBLE, min_lon DOUBLE, max_lat DOUBLE, max_lon DOUBLE,
+                start_ts TIMESTAMPTZ NOT NULL,
+                end_ts TIMESTAMPTZ,
+                customers_affected BIGINT,
+                cause VARCHAR,
+                first_seen TIMESTAMPTZ,
+                last_seen TIMESTAMPTZ,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE iot_devices (
+                device_id VARCHAR PRIMARY KEY,
+                kind VARCHAR,
+                customer_id VARCHAR,
+                ticket_id VARCHAR,
+                lat DOUBLE,
+                lon DOUBLE,
+                description VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE iot_readings (
+                device_id VARCHAR NOT NULL,
+                ts TIMESTAMPTZ NOT NULL,
+                metric VARCHAR NOT NULL,
+                value DOUBLE NOT NULL,
+                unit VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE vibration_series (
+                series_id VARCHAR PRIMARY KEY,
+                device_id VARCHAR NOT NULL,
+                start_ts TIMESTAMPTZ NOT NULL,
+                sample_rate_hz DOUBLE NOT NULL,
+                rpm DOUBLE,
+                channel VARCHAR,
+                samples DOUBLE[] NOT NULL,
+                batch_id VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE warehouses (
+                warehouse_id VARCHAR PRIMARY KEY,
+                name VARCHAR,
+                region VARCHAR,
+                lat DOUBLE NOT NULL,
+                lon DOUBLE NOT NULL,
+                coverage_wkt VARCHAR,
+                webhook_url VARCHAR,
+                batch_id VARCHAR
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "derived tables: arrival checks, cluster alerts, restock orders, outbox, audit",
+        (
+            """
+            CREATE TABLE arrival_checks (
+                event_id VARCHAR PRIMARY KEY,
+                ticket_id VARCHAR NOT NULL,
+                technician_id VARCHAR,
+                event_ts TIMESTAMPTZ NOT NULL,
+                verdict VARCHAR NOT NULL CHECK (verdict IN ('VERIFIED','REJECTED','INCONCLUSIVE')),
+                reason VARCHAR,
+                decided_by VARCHAR,
+                distance_m DOUBLE,
+                accuracy_m DOUBLE,
+                n_fixes INTEGER,
+                physical_arrival_ts TIMESTAMPTZ,
+                status_lag_s DOUBLE,
+                evidence VARCHAR NOT NULL,
+                rule_version VARCHAR NOT NULL,
+                computed_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE cluster_alerts (
+                alert_id VARCHAR PRIMARY KEY,
+                cluster_key VARCHAR NOT NULL,
+                tag VARCHAR NOT NULL,
+                status VARCHAR NOT NULL,
+                trend VARCHAR NOT NULL,
+                member_count INTEGER NOT NULL,
+                member_cells VARCHAR[] NOT NULL,
+                member_ticket_ids VARCHAR[] NOT NULL,
+                geom_wkt VARCHAR,
+                centroid_lat DOUBLE,
+                centroid_lon DOUBLE,
+                explanation VARCHAR NOT NULL,
+                rule_version VARCHAR NOT NULL,
+                crossed_at TIMESTAMPTZ,
+                first_seen TIMESTAMPTZ NOT NULL,
+                last_updated TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE restock_orders (
+                order_id VARCHAR PRIMARY KEY,
+                alert_id VARCHAR NOT NULL,
+                warehouse_id VARCHAR NOT NULL,
+                routed_by VARCHAR,
+                sku VARCHAR NOT NULL,
+                quantity DOUBLE NOT NULL,
+                unit VARCHAR,
+                status VARCHAR NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                sent_at TIMESTAMPTZ,
+                acknowledged_at TIMESTAMPTZ,
+                fulfilled_at TIMESTAMPTZ,
+                cancelled_at TIMESTAMPTZ
+            )
+            """,
+            """
+            CREATE TABLE outbox (
+                message_id VARCHAR PRIMARY KEY,
+                order_id VARCHAR NOT NULL,
+                warehouse_id VARCHAR NOT NULL,
+                idempotency_key VARCHAR NOT NULL UNIQUE,
+                payload VARCHAR NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TIMESTAMPTZ NOT NULL,
+                delivered_at TIMESTAMPTZ,
+                last_error VARCHAR,
+                created_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE audit_log (
+                logged_at TIMESTAMPTZ NOT NULL,
+                actor VARCHAR NOT NULL,
+                action VARCHAR NOT NULL,
+                object_type VARCHAR NOT NULL,
+                object_id VARCHAR NOT NULL,
+                detail VARCHAR
+            )
+            """,
+        ),
+    ),
+)
+
+TABLES: frozenset[str] = frozenset(
+    {
+        "ingest_batches",
+        "quarantine",
+        "technicians",
+        "tickets",
+        "ticket_events",
+        "gps_fixes",
+        "uwb_sites",
+        "uwb_positions",
+        "weather_obs",
+        "outages",
+        "iot_devices",
+        "iot_readings",
+        "vibration_series",
+        "warehouses",
+        "arrival_checks",
+        "cluster_alerts",
+        "restock_orders",
+        "outbox",
+        "audit_log",
+    }
+)
+
+# Physical sort keys that ``Store.optimize`` restores after ingest.
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "gps_fixes": ("technician_id", "ts"),
+    "uwb_positions": ("site_id", "tag_id", "ts"),
+    "iot_readings": ("device_id", "ts"),
+    "ticket_events": ("ticket_id", "ts"),
+    "tickets": ("region", "h3_r7", "created_ts"),
+    "weather_obs": ("grid_lat", "grid_lon", "ts"),
+}

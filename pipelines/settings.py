@@ -1,0 +1,114 @@
+"""One typed settings object, read from ``FIELDTRACE_*`` variables and an optional TOML file.
+
+Precedence (highest first): explicit overrides, environment variables
+(``FIELDTRACE_STORE_PATH``, nested with ``__`` as in ``FIELDTRACE_THRESHOLDS__ARRIVAL_RADIUS_M``),
+the TOML file (``FIELDTRACE_CONFIG`` or ``./fieldtrace.toml``), then the defaults below.
+Every field is documented in README.md; ``tests/test_conventions.py`` keeps that true.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipelines.errors import SettingsError
+
+DEFAULT_CONFIG_FILE = Path("fieldtrace.toml")
+
+
+class Thresholds(BaseModel):
+    """Named thresholds, each with its unit in its name."""
+
+    arrival_radius_m: float = Field(5.0, description="An arrival counts within this distance.")
+    accuracy_k: float = Field(1.0, description="Sigmas of reported accuracy added to distance.")
+    reject_margin_k: float = Field(2.0, description="Sigmas subtracted before REJECTED.")
+    max_fix_gap_s: float = Field(120.0, description="Nearest fix must be within ±this of event.")
+    max_accuracy_m: float = Field(25.0, description="Fixes worse than this cannot decide.")
+    max_speed_mps: float = Field(70.0, description="Implied speeds above this are jumps/spoofs.")
+    stop_max_diameter_m: float = Field(15.0, description="Stop detection: max diameter.")
+    stop_min_duration_s: float = Field(120.0, description="Stop detection: min duration.")
+    stop_min_fixes: int = Field(3, description="A stop centroid needs at least this many fixes.")
+    uwb_max_error_m: float = Field(0.5, description="UWB positions worse than this are ignored.")
+    earliest_valid_year: int = Field(1990, description="Times before this year are rejected.")
+    future_tolerance_s: float = Field(300.0, description="Times this far past now are rejected.")
+
+    @property
+    def max_fix_gap(self) -> timedelta:
+        return timedelta(seconds=self.max_fix_gap_s)
+
+
+class Settings(BaseSettings):
+    """Everything FieldTrace can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FIELDTRACE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    store_path: Path = Field(Path("data/fieldtrace.duckdb"), description="The DuckDB store file.")
+    data_dir: Path = Field(Path("data"), description="Demo files, caches and users live here.")
+    basemap_style: str = Field(
+        "open-street-map",
+        description="Plotly map style (open-street-map, white-bg, carto-positron, ...).",
+    )
+    basemap_tiles_url: str | None = Field(
+        None, description="Self-hosted XYZ raster tiles, e.g. http://tiles.local/{z}/{x}/{y}.png."
+    )
+    timezone: str = Field("Asia/Shanghai", description="Zone assumed for naive input times.")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    users_file: Path = Field(Path("data/users.toml"), description="Dashboard users (hashed).")
+    secret_key: str = Field("change-me-in-production", description="Signs session cookies.")
+    refresh_interval_s: int = Field(30, description="Dispatch map auto-refresh interval.")
+    http_timeout_s: float = Field(10.0, description="HTTP feed timeout per request.")
+    http_retries: int = Field(4, description="HTTP retries on 429/5xx/timeouts.")
+    http_cache_dir: Path = Field(Path("data/cache/http"), description="HTTP response cache.")
+    h3_resolution: int = Field(9, description="H3 resolution stored on every GPS fix.")
+    auth_mode: Literal["login", "open"] = Field(
+        "login", description="'open' disables login (local analysis only)."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone={value!r} is not an IANA zone name") from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = Path(os.environ.get("FIELDTRACE_CONFIG", DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; a bad value raises SettingsError naming the field."""
+    if "FIELDTRACE_CONFIG" in os.environ and not Path(os.environ["FIELDTRACE_CONFIG"]).is_file():
+        raise SettingsError(f"FIELDTRACE_CONFIG={os.environ['FIELDTRACE_CONFIG']} does not exist")
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise SettingsError(f"invalid FieldTrace settings: {exc}") from exc
