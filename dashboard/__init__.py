@@ -1,4 +1,4 @@
-"""FieldTrace dashboard. ``create_app(settings)`` builds a fresh Dash app; nothing loads at import."""
+"""FieldTrace dashboard. ``create_app(settings)`` builds a fresh app; nothing loads at import."""
 
 from dashboard.app import create_app
 

@@ -18,8 +18,12 @@ from pipelines.kinds import KINDS
 from pipelines.settings import Settings, load_settings
 from pipelines.store import Store
 
-app = typer.Typer(name="fieldtrace", help="FieldTrace: what really happened between status changes.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="fieldtrace",
+    help="FieldTrace: what really happened between status changes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console(stderr=True)
 out = Console()
 
@@ -44,8 +48,10 @@ def open_store(s: Settings | None = None, *, read_only: bool = False) -> Store:
 
 @app.callback()
 def main_options(
-    store: Annotated[Path | None, typer.Option("--store", help="DuckDB store file (overrides "
-                                                                "FIELDTRACE_STORE_PATH).")] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="DuckDB store file (overrides FIELDTRACE_STORE_PATH)."),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
 ) -> None:
     State.store_override = store
@@ -53,9 +59,15 @@ def main_options(
 
 
 def progress_bar() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),
-                    console=console, transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _parse_columns(spec: str | None) -> dict[str, str]:
@@ -70,8 +82,14 @@ def _parse_columns(spec: str | None) -> dict[str, str]:
     return pairs
 
 
-def ingest_paths(store: Store, kind: str, paths: list[Path], s: Settings, opts: IngestOptions,
-                 quiet: bool = False) -> list[IngestResult]:
+def ingest_paths(
+    store: Store,
+    kind: str,
+    paths: list[Path],
+    s: Settings,
+    opts: IngestOptions,
+    quiet: bool = False,
+) -> list[IngestResult]:
     """Ingest files one batch each, with a rich progress bar over files and stages."""
     results: list[IngestResult] = []
     with progress_bar() as bar:
@@ -90,7 +108,9 @@ def ingest_paths(store: Store, kind: str, paths: list[Path], s: Settings, opts: 
     if not quiet:
         for r in results:
             if r.skipped:
-                console.print(f"[yellow]{r.path}[/]: already ingested as {r.batch_id}; added 0 rows")
+                console.print(
+                    f"[yellow]{r.path}[/]: already ingested as {r.batch_id}; added 0 rows"
+                )
             else:
                 console.print(
                     f"[green]{r.path}[/]: read {r.rows_read:,} = accepted {r.rows_accepted:,} + "
@@ -108,20 +128,38 @@ def ingest(
     datum: Annotated[str | None, typer.Option(help="Declared datum: WGS84, GCJ02, BD09.")] = None,
     tz: Annotated[str | None, typer.Option(help="Zone of naive times (IANA name).")] = None,
     columns: Annotated[str | None, typer.Option(help="canon=source,... column mapping.")] = None,
-    assume_accuracy_m: Annotated[float | None, typer.Option(
-        help="Accept fixes without accuracy, assuming this 1σ in metres.")] = None,
+    assume_accuracy_m: Annotated[
+        float | None,
+        typer.Option(help="Accept fixes without accuracy, assuming this 1σ in metres."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="Device/technician id for the file.")] = None,
     site_file: Annotated[Path | None, typer.Option(help="UWB site file (YAML/JSON).")] = None,
     sample_rate_hz: Annotated[float | None, typer.Option(help="Vibration sample rate.")] = None,
     rpm: Annotated[float | None, typer.Option(help="Shaft speed for vibration series.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print counts and reasons as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print counts and reasons as JSON.")
+    ] = False,
 ) -> None:
     """Validate and ingest files; rejected rows go to quarantine with a reason."""
     s = settings()
-    extra = {k: v for k, v in {"device": device, "site_file": site_file,
-                               "sample_rate_hz": sample_rate_hz, "rpm": rpm}.items() if v is not None}
-    opts = IngestOptions(fmt=fmt, datum=datum, tz=tz, assume_accuracy_m=assume_accuracy_m,
-                         columns=_parse_columns(columns), extra=extra)
+    extra = {
+        k: v
+        for k, v in {
+            "device": device,
+            "site_file": site_file,
+            "sample_rate_hz": sample_rate_hz,
+            "rpm": rpm,
+        }.items()
+        if v is not None
+    }
+    opts = IngestOptions(
+        fmt=fmt,
+        datum=datum,
+        tz=tz,
+        assume_accuracy_m=assume_accuracy_m,
+        columns=_parse_columns(columns),
+        extra=extra,
+    )
     try:
         with open_store(s) as store:
             results = ingest_paths(store, kind, paths, s, opts, quiet=as_json)
@@ -142,8 +180,12 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         batches = queries.last_batches(store, limit=10)
         reasons = queries.quarantine_by_reason(store)
     if as_json:
-        out.print_json(json.dumps({"counts": counts, "batches": batches.to_dicts(),
-                                   "quarantine": reasons.to_dicts()}, default=str))
+        out.print_json(
+            json.dumps(
+                {"counts": counts, "batches": batches.to_dicts(), "quarantine": reasons.to_dicts()},
+                default=str,
+            )
+        )
         return
     t = Table(title="Store contents")
     t.add_column("table")
@@ -155,8 +197,19 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for col in ("kind", "path", "rows_read", "rows_accepted", "rows_quarantined", "finished_at"):
         b.add_column(col)
     for row in batches.iter_rows(named=True):
-        b.add_row(*(str(row[c]) for c in ("kind", "path", "rows_read", "rows_accepted",
-                                          "rows_quarantined", "finished_at")))
+        b.add_row(
+            *(
+                str(row[c])
+                for c in (
+                    "kind",
+                    "path",
+                    "rows_read",
+                    "rows_accepted",
+                    "rows_quarantined",
+                    "finished_at",
+                )
+            )
+        )
     out.print(b)
     q = Table(title="Quarantine by reason")
     for col in ("kind", "rule", "rows"):
@@ -186,8 +239,10 @@ def generate(
 
         manifest = generate_world(target, seed=seed, scale=scale, days=days, progress=step)
         bar.update(task, completed=100)
-    console.print(f"[green]demo world[/] written to {target} (seed {seed}, scale {scale}): "
-                  f"{json.dumps(manifest.counts)}")
+    console.print(
+        f"[green]demo world[/] written to {target} (seed {seed}, scale {scale}): "
+        f"{json.dumps(manifest.counts)}"
+    )
 
 
 def ingest_world(world: Path, s: Settings) -> list[IngestResult]:
@@ -203,9 +258,11 @@ def ingest_world(world: Path, s: Settings) -> list[IngestResult]:
         with console.status("sorting tables for window reads"):
             store.optimize()
     for r in results:
-        console.print(f"{r.kind:>14} {Path(r.path).name:<24} read {r.rows_read:>10,} "
-                      f"accepted {r.rows_accepted:>10,} quarantined {r.rows_quarantined:>6,}"
-                      + (" (already ingested)" if r.skipped else ""))
+        console.print(
+            f"{r.kind:>14} {Path(r.path).name:<24} read {r.rows_read:>10,} "
+            f"accepted {r.rows_accepted:>10,} quarantined {r.rows_quarantined:>6,}"
+            + (" (already ingested)" if r.skipped else "")
+        )
     return results
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -109,8 +108,9 @@ _FALSE = ["false", "0", "no", "n", "f", ""]
 def parse_times(col: pl.Expr, tz: str) -> pl.Expr:
     """Strings with an offset keep it; naive strings are in ``tz``. Result is UTC."""
     norm = col.str.strip_chars().str.replace(r"Z$", "+00:00").str.replace(" ", "T")
-    aware = norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC",
-                                 time_unit="us")
+    aware = norm.str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC", time_unit="us"
+    )
     naive = (
         norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
         .dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
@@ -131,13 +131,17 @@ def _cast_expr(name: str, dtype: pl.DataType, src: pl.DataType, tz: str) -> pl.E
             return parse_times(col, tz)
         if isinstance(src, pl.Datetime):
             if src.time_zone is None:
-                return col.dt.cast_time_unit("us").dt.replace_time_zone(
-                    tz, ambiguous="earliest", non_existent="null"
-                ).dt.convert_time_zone("UTC")
+                return (
+                    col.dt.cast_time_unit("us")
+                    .dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+                    .dt.convert_time_zone("UTC")
+                )
             return col.dt.cast_time_unit("us").dt.convert_time_zone("UTC")
         if src.is_numeric():  # epoch seconds
-            return (col.cast(pl.Float64) * 1e6).cast(pl.Int64, strict=False).cast(
-                pl.Datetime("us", "UTC"), strict=False
+            return (
+                (col.cast(pl.Float64) * 1e6)
+                .cast(pl.Int64, strict=False)
+                .cast(pl.Datetime("us", "UTC"), strict=False)
             )
         return col.cast(pl.String).pipe(parse_times, tz)
     if isinstance(dtype, pl.List):
@@ -150,7 +154,9 @@ def _cast_expr(name: str, dtype: pl.DataType, src: pl.DataType, tz: str) -> pl.E
         return col.cast(dtype, strict=False)
     if dtype == pl.Boolean and src == pl.String:
         low = col.str.strip_chars().str.to_lowercase()
-        return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False).otherwise(None)
+        return (
+            pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False).otherwise(None)
+        )
     if dtype == pl.String:
         return col.cast(pl.String).str.strip_chars().replace("", None)
     if src == pl.String:
@@ -185,7 +191,9 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
                     "_row",
                     pl.lit("type").alias("rule"),
                     pl.lit(c).alias("field"),
-                    pl.format("{}={} is not a valid {}", pl.lit(c), pl.col("_v"), pl.lit(kind)),
+                    pl.format(
+                        "{}={} is not a valid {}", pl.lit(c), pl.col("_v"), pl.lit(kind)
+                    ).alias("reason"),
                 )
             )
     for c in spec.required:
@@ -198,8 +206,9 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
             )
         )
     rej = (
-        pl.concat([r.cast(REJECT_SCHEMA) for r in rejects])  # type: ignore[arg-type]
-        .unique("_row", keep="first", maintain_order=True)
+        pl.concat([r.cast(REJECT_SCHEMA) for r in rejects]).unique(  # type: ignore[arg-type]
+            "_row", keep="first", maintain_order=True
+        )
         if rejects
         else pl.DataFrame(schema=REJECT_SCHEMA)
     )
@@ -212,13 +221,16 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
 
 # -- normalize ---------------------------------------------------------------------------
 def _stable_id(*cols: str) -> pl.Expr:
-    return pl.concat_str([pl.col(c).cast(pl.String) for c in cols], separator="|").hash().cast(
-        pl.String
+    return (
+        pl.concat_str([pl.col(c).cast(pl.String) for c in cols], separator="|")
+        .hash()
+        .cast(pl.String)
     )
 
 
-def normalize(frame: pl.DataFrame, spec: KindSpec, opts: IngestOptions, settings: Settings,
-              store: Store) -> pl.DataFrame:
+def normalize(
+    frame: pl.DataFrame, spec: KindSpec, opts: IngestOptions, settings: Settings, store: Store
+) -> pl.DataFrame:
     """Datum to WGS84, derived columns and ids. Runs on typed rows only."""
     if spec.has_datum:
         declared = (opts.datum or "WGS84").upper()
@@ -245,16 +257,17 @@ def normalize(frame: pl.DataFrame, spec: KindSpec, opts: IngestOptions, settings
             pl.col("accuracy_source").fill_null("reported")
         )
         frame = frame.with_columns(
-            acc_src.otherwise(pl.lit("assumed" if opts.assume_accuracy_m is not None else None))
-            .alias("accuracy_source"),
-            pl.col("accuracy_m").fill_null(opts.assume_accuracy_m),
+            acc_src.otherwise(
+                pl.lit("assumed" if opts.assume_accuracy_m is not None else None)
+            ).alias("accuracy_source"),
+            pl.col("accuracy_m")
+            if opts.assume_accuracy_m is None
+            else pl.col("accuracy_m").fill_null(opts.assume_accuracy_m),
             pl.col("source").fill_null(opts.source_name or "fieldtrace"),
         )
     elif spec.name == "uwb_positions":
         frame = _uwb_to_wgs84(frame, store)
-    elif spec.name == "weather":
-        frame = frame.with_columns(pl.col("source").fill_null(opts.source_name or "fieldtrace"))
-    elif spec.name == "outages":
+    elif spec.name == "weather" or spec.name == "outages":
         frame = frame.with_columns(pl.col("source").fill_null(opts.source_name or "fieldtrace"))
     return frame
 
@@ -279,15 +292,20 @@ def _to_wgs84(frame: pl.DataFrame) -> pl.DataFrame:
 def _uwb_to_wgs84(frame: pl.DataFrame, store: Store) -> pl.DataFrame:
     from geofence.uwb import SiteFrame, local_to_wgs84
 
-    sites = store.query("SELECT site_id, origin_lat, origin_lon, origin_alt_m, rotation_deg "
-                        "FROM uwb_sites")
+    sites = store.query(
+        "SELECT site_id, origin_lat, origin_lon, origin_alt_m, rotation_deg FROM uwb_sites"
+    )
     parts = []
     for site in sites.iter_rows(named=True):
         part = frame.filter(pl.col("site_id") == site["site_id"])
         if part.height == 0:
             continue
-        sf = SiteFrame(site["origin_lat"], site["origin_lon"], site["origin_alt_m"] or 0.0,
-                       site["rotation_deg"])
+        sf = SiteFrame(
+            site["origin_lat"],
+            site["origin_lon"],
+            site["origin_alt_m"] or 0.0,
+            site["rotation_deg"],
+        )
         lat, lon = local_to_wgs84(part["x_m"].to_numpy(), part["y_m"].to_numpy(), sf)
         parts.append(part.with_columns(pl.Series("lat", lat), pl.Series("lon", lon)))
     rest = frame.filter(~pl.col("site_id").is_in(sites["site_id"].implode()))
@@ -295,7 +313,9 @@ def _uwb_to_wgs84(frame: pl.DataFrame, store: Store) -> pl.DataFrame:
 
 
 # -- write -------------------------------------------------------------------------------
-def _table_frame(frame: pl.DataFrame, spec: KindSpec, batch_id: str, settings: Settings) -> pl.DataFrame:
+def _table_frame(
+    frame: pl.DataFrame, spec: KindSpec, batch_id: str, settings: Settings
+) -> pl.DataFrame:
     out = frame.drop("_row")
     if spec.has_datum:
         out = out.rename({"datum": "datum_in"})
@@ -305,7 +325,9 @@ def _table_frame(frame: pl.DataFrame, spec: KindSpec, batch_id: str, settings: S
             plh3.latlng_to_cell("lat", "lon", 9).alias("h3_r9"),
         )
     elif spec.name == "gps":
-        out = out.with_columns(plh3.latlng_to_cell("lat", "lon", settings.h3_resolution).alias("h3"))
+        out = out.drop("lat_in", "lon_in", strict=False).with_columns(
+            plh3.latlng_to_cell("lat", "lon", settings.h3_resolution).alias("h3")
+        )
         out = out.sort("technician_id", "ts")
     elif spec.name == "outages":
         out = _with_bbox(out)
@@ -318,9 +340,12 @@ def _with_bbox(frame: pl.DataFrame) -> pl.DataFrame:
     geoms = shapely.from_wkt(frame["geom_wkt"].to_numpy())
     bounds = shapely.bounds(geoms)
     return frame.with_columns(
-        pl.Series("min_lon", bounds[:, 0]), pl.Series("min_lat", bounds[:, 1]),
-        pl.Series("max_lon", bounds[:, 2]), pl.Series("max_lat", bounds[:, 3]),
-        pl.col("start_ts").alias("first_seen"), pl.col("start_ts").alias("last_seen"),
+        pl.Series("min_lon", bounds[:, 0]),
+        pl.Series("min_lat", bounds[:, 1]),
+        pl.Series("max_lon", bounds[:, 2]),
+        pl.Series("max_lat", bounds[:, 3]),
+        pl.col("start_ts").alias("first_seen"),
+        pl.col("start_ts").alias("last_seen"),
     )
 
 
@@ -330,28 +355,24 @@ def _raw_json(source: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
     if not cols:
         return picked.select("_row", pl.lit(None, pl.String).alias("raw"))
     return picked.select(
-        "_row", pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode().alias("raw")
+        "_row",
+        pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode().alias("raw"),
     )
 
 
-def _context(spec: KindSpec, frame: pl.DataFrame, store: Store, settings: Settings,
-             opts: IngestOptions) -> RuleContext:
+def _context(
+    spec: KindSpec, frame: pl.DataFrame, store: Store, settings: Settings, opts: IngestOptions
+) -> RuleContext:
     th = settings.thresholds
     existing = None
     if "duplicate" in spec.rules and frame.height:
         key = list(spec.key)
-        view = f"_ft_keys_{uuid.uuid4().hex[:8]}"
-        cur = store._con.cursor()  # noqa: SLF001 - gateway-internal helper
-        try:
-            cur.register(view, frame.select(key).unique().to_arrow())
-            on = " AND ".join(f't."{k}" = b."{k}"' for k in key)
-            cols = ", ".join(f'b."{k}"' for k in key)
-            existing = cur.execute(
-                f"SELECT {cols} FROM {view} b JOIN {spec.table} t ON {on}"
-            ).pl()
-            cur.unregister(view)
-        finally:
-            cur.close()
+        on = " AND ".join(f't."{k}" = b."{k}"' for k in key)
+        cols = ", ".join(f'b."{k}"' for k in key)
+        existing = store.query_frames(
+            f"SELECT {cols} FROM batch_keys b JOIN {spec.table} t ON {on}",
+            {"batch_keys": frame.select(key).unique()},
+        )
     created = None
     if spec.name == "events":
         ids = frame["ticket_id"].unique().to_list()
@@ -383,8 +404,14 @@ def _fault_pause_in_write() -> None:
         time.sleep(float(pause))
 
 
-def ingest_file(store: Store, kind: str, path: Path, settings: Settings,
-                opts: IngestOptions | None = None, progress: Progress | None = None) -> IngestResult:
+def ingest_file(
+    store: Store,
+    kind: str,
+    path: Path,
+    settings: Settings,
+    opts: IngestOptions | None = None,
+    progress: Progress | None = None,
+) -> IngestResult:
     """Ingest one file as one batch (one transaction). See the module docstring for stages."""
     from pipelines.sources import parse_file
 
@@ -406,8 +433,18 @@ def ingest_file(store: Store, kind: str, path: Path, settings: Settings,
     )
     if prev.height:
         row = prev.row(0, named=True)
-        return IngestResult(spec.name, str(path), row["format"], row["batch_id"], row["rows_read"],
-                            0, 0, True, {}, time.perf_counter() - t0)
+        return IngestResult(
+            spec.name,
+            str(path),
+            row["format"],
+            row["batch_id"],
+            row["rows_read"],
+            0,
+            0,
+            True,
+            {},
+            time.perf_counter() - t0,
+        )
 
     say("parse")
     parsed = parse_file(path, spec, opts)
@@ -460,11 +497,33 @@ def ingest_file(store: Store, kind: str, path: Path, settings: Settings,
         t_write = time.perf_counter()
         tx.execute(
             "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (batch_id, spec.name, parsed.fmt, str(path), digest, rows_read, accepted.height,
-             quarantined.height, started, datetime.now(UTC), t_parse - t0, t_validate - t_parse,
-             t_write - t_validate, opts.to_json()),
+            (
+                batch_id,
+                spec.name,
+                parsed.fmt,
+                str(path),
+                digest,
+                rows_read,
+                accepted.height,
+                quarantined.height,
+                started,
+                datetime.now(UTC),
+                t_parse - t0,
+                t_validate - t_parse,
+                t_write - t_validate,
+                opts.to_json(),
+            ),
         )
     reasons = dict(quarantined.group_by("rule").len().iter_rows())
-    return IngestResult(spec.name, str(path), parsed.fmt, batch_id, rows_read, accepted.height,
-                        quarantined.height, False, {str(k): int(v) for k, v in reasons.items()},
-                        time.perf_counter() - t0)
+    return IngestResult(
+        spec.name,
+        str(path),
+        parsed.fmt,
+        batch_id,
+        rows_read,
+        accepted.height,
+        quarantined.height,
+        False,
+        {str(k): int(v) for k, v in reasons.items()},
+        time.perf_counter() - t0,
+    )

@@ -49,7 +49,9 @@ class RuleContext:
 RuleFn = Callable[[pl.DataFrame, KindSpec, RuleContext], pl.DataFrame]
 
 
-def _rejects(frame: pl.DataFrame, mask: pl.Expr, rule: str, fld: str, reason: pl.Expr) -> pl.DataFrame:
+def _rejects(
+    frame: pl.DataFrame, mask: pl.Expr, rule: str, fld: str, reason: pl.Expr
+) -> pl.DataFrame:
     return (
         frame.filter(mask)
         .select(
@@ -60,6 +62,11 @@ def _rejects(frame: pl.DataFrame, mask: pl.Expr, rule: str, fld: str, reason: pl
         )
         .cast(REJECT_SCHEMA)  # type: ignore[arg-type]
     )
+
+
+def _txt(name: str) -> pl.Expr:
+    """A column as text for a reason message; missing values read as 'null'."""
+    return pl.col(name).cast(pl.String).fill_null("null")
 
 
 def _empty() -> pl.DataFrame:
@@ -89,14 +96,31 @@ def lat_lon_range(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.D
     bad_lat = ~pl.col(lat).is_between(-90, 90) | pl.col(lat).is_nan()
     bad_lon = ~pl.col(lon).is_between(-180, 180) | pl.col(lon).is_nan()
     out = [
-        _rejects(frame, bad_lat, "lat_lon_range", lat,
-                 pl.format("{}={} is outside [-90, 90]", pl.lit(lat), pl.col(lat))),
-        _rejects(frame, ~bad_lat & bad_lon, "lat_lon_range", lon,
-                 pl.format("{}={} is outside [-180, 180]", pl.lit(lon), pl.col(lon))),
+        _rejects(
+            frame,
+            bad_lat,
+            "lat_lon_range",
+            lat,
+            pl.format("{}={} is outside [-90, 90]", pl.lit(lat), _txt(lat)),
+        ),
+        _rejects(
+            frame,
+            ~bad_lat & bad_lon,
+            "lat_lon_range",
+            lon,
+            pl.format("{}={} is outside [-180, 180]", pl.lit(lon), _txt(lon)),
+        ),
     ]
     both_zero = (pl.col(lat) == 0) & (pl.col(lon) == 0)
-    out.append(_rejects(frame, both_zero, "lat_lon_range", f"{lat},{lon}",
-                        pl.lit("lat=0, lon=0 is the null island placeholder, not a location")))
+    out.append(
+        _rejects(
+            frame,
+            both_zero,
+            "lat_lon_range",
+            f"{lat},{lon}",
+            pl.lit("lat=0, lon=0 is the null island placeholder, not a location"),
+        )
+    )
     return pl.concat(out).unique("_row", keep="first", maintain_order=True)
 
 
@@ -106,12 +130,31 @@ def time_range(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Data
     for col in spec.time_columns:
         too_old = pl.col(col) < ctx.earliest
         too_new = pl.col(col) > latest
-        out.append(_rejects(frame, too_old, "time_range", col,
-                            pl.format("{}={} is before {}", pl.lit(col), pl.col(col),
-                                      pl.lit(ctx.earliest.isoformat()))))
-        out.append(_rejects(frame, too_new, "time_range", col,
-                            pl.format("{}={} is in the future (now {})", pl.lit(col), pl.col(col),
-                                      pl.lit(ctx.now.isoformat(timespec="seconds")))))
+        out.append(
+            _rejects(
+                frame,
+                too_old,
+                "time_range",
+                col,
+                pl.format(
+                    "{}={} is before {}", pl.lit(col), _txt(col), pl.lit(ctx.earliest.isoformat())
+                ),
+            )
+        )
+        out.append(
+            _rejects(
+                frame,
+                too_new,
+                "time_range",
+                col,
+                pl.format(
+                    "{}={} is in the future (now {})",
+                    pl.lit(col),
+                    pl.col(col),
+                    pl.lit(ctx.now.isoformat(timespec="seconds")),
+                ),
+            )
+        )
     if not out:
         return _empty()
     return pl.concat(out).unique("_row", keep="first", maintain_order=True)
@@ -119,35 +162,46 @@ def time_range(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Data
 
 def unknown_datum(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     known = pl.col("datum").is_in(list(DATUMS))
-    reason = pl.format("datum={} is not one of {}", pl.col("datum"), pl.lit(", ".join(DATUMS)))
+    reason = pl.format("datum={} is not one of {}", _txt("datum"), pl.lit(", ".join(DATUMS)))
     return _rejects(frame, ~known, "unknown_datum", "datum", reason)
 
 
 def unknown_event_type(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
-    reason = pl.format("event_type={} is not one of {}", pl.col("event_type"),
-                       pl.lit(", ".join(EVENT_TYPES)))
-    return _rejects(frame, ~pl.col("event_type").is_in(list(EVENT_TYPES)),
-                    "unknown_event_type", "event_type", reason)
+    reason = pl.format(
+        "event_type={} is not one of {}", _txt("event_type"), pl.lit(", ".join(EVENT_TYPES))
+    )
+    return _rejects(
+        frame,
+        ~pl.col("event_type").is_in(list(EVENT_TYPES)),
+        "unknown_event_type",
+        "event_type",
+        reason,
+    )
 
 
 def missing_accuracy(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     """Fixes without a usable accuracy cannot support a verdict; quarantine unless assumed."""
     if ctx.assume_accuracy_m is not None:
         return _empty()
-    mask = pl.col("accuracy_m").is_null() | pl.col("accuracy_m").is_nan() | (
-        pl.col("accuracy_m") <= 0
+    mask = (
+        pl.col("accuracy_m").is_null() | pl.col("accuracy_m").is_nan() | (pl.col("accuracy_m") <= 0)
     )
     reason = pl.format(
         "accuracy_m={} is missing or not positive (pass --assume-accuracy-m to accept)",
-        pl.col("accuracy_m"),
+        _txt("accuracy_m"),
     )
     return _rejects(frame, mask, "missing_accuracy", "accuracy_m", reason)
 
 
 def not_finite(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     mask = ~pl.col("value").is_finite()
-    return _rejects(frame, mask, "not_finite", "value",
-                    pl.format("value={} is not a finite number", pl.col("value")))
+    return _rejects(
+        frame,
+        mask,
+        "not_finite",
+        "value",
+        pl.format("value={} is not a finite number", _txt("value")),
+    )
 
 
 def bad_geometry(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
@@ -160,15 +214,24 @@ def bad_geometry(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Da
     ok = np.array([g is not None for g in geoms]) & ~shapely.is_empty(geoms)
     ok &= shapely.is_valid(geoms) | ~ok
     bad = present & ~ok
-    return _rejects(frame.with_columns(pl.Series("_bad", bad)), pl.col("_bad"), "bad_geometry",
-                    col, pl.format("{} is not a valid WKT geometry", pl.lit(col)))
+    return _rejects(
+        frame.with_columns(pl.Series("_bad", bad)),
+        pl.col("_bad"),
+        "bad_geometry",
+        col,
+        pl.format("{} is not a valid WKT geometry", pl.lit(col)),
+    )
 
 
 def unknown_site(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     mask = ~pl.col("site_id").is_in(sorted(ctx.known_sites))
-    return _rejects(frame, mask, "unknown_site", "site_id",
-                    pl.format("site_id={} has no uwb_sites entry (ingest the site first)",
-                              pl.col("site_id")))
+    return _rejects(
+        frame,
+        mask,
+        "unknown_site",
+        "site_id",
+        pl.format("site_id={} has no uwb_sites entry (ingest the site first)", _txt("site_id")),
+    )
 
 
 def duplicate(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
@@ -176,33 +239,52 @@ def duplicate(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataF
     key = list(spec.key)
     in_batch = frame.select("_row", *key).filter(pl.struct(key).is_first_distinct().not_())
     out = [
-        _rejects(frame.filter(pl.col("_row").is_in(in_batch["_row"].implode())),
-                 pl.lit(True), "duplicate", ",".join(key),
-                 pl.format("{} repeats an earlier row of this file", pl.lit("+".join(key))))
+        _rejects(
+            frame.filter(pl.col("_row").is_in(in_batch["_row"].implode())),
+            pl.lit(True),
+            "duplicate",
+            ",".join(key),
+            pl.format("{} repeats an earlier row of this file", pl.lit("+".join(key))),
+        )
     ]
     if ctx.existing_keys is not None and ctx.existing_keys.height:
         existing = ctx.existing_keys.select(key).cast(frame.select(key).schema)  # type: ignore[arg-type]
         hit = frame.join(existing, on=key, how="semi")
-        out.append(_rejects(hit, pl.lit(True), "duplicate", ",".join(key),
-                            pl.format("{} is already in the store", pl.lit("+".join(key)))))
+        out.append(
+            _rejects(
+                hit,
+                pl.lit(True),
+                "duplicate",
+                ",".join(key),
+                pl.format("{} is already in the store", pl.lit("+".join(key))),
+            )
+        )
     return pl.concat(out).unique("_row", keep="first", maintain_order=True)
 
 
 def closed_before_created(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     """A closing event earlier than its ticket's creation is impossible."""
-    created = frame.filter(pl.col("event_type") == "created").group_by("ticket_id").agg(
-        pl.col("ts").min().alias("_created")
+    created = (
+        frame.filter(pl.col("event_type") == "created")
+        .group_by("ticket_id")
+        .agg(pl.col("ts").min().alias("_created"))
     )
     if ctx.ticket_created is not None and ctx.ticket_created.height:
-        created = pl.concat([created, ctx.ticket_created.select("ticket_id", "_created")]).group_by(
-            "ticket_id"
-        ).agg(pl.col("_created").min())
+        created = (
+            pl.concat([created, ctx.ticket_created.select("ticket_id", "_created")])
+            .group_by("ticket_id")
+            .agg(pl.col("_created").min())
+        )
     closing = frame.filter(pl.col("event_type").is_in(["closed", "completed"])).join(
         created, on="ticket_id", how="inner"
     )
     mask = pl.col("ts") < pl.col("_created")
-    reason = pl.format("{} at {} is before the ticket was created at {}", pl.col("event_type"),
-                       pl.col("ts"), pl.col("_created"))
+    reason = pl.format(
+        "{} at {} is before the ticket was created at {}",
+        _txt("event_type"),
+        pl.col("ts"),
+        pl.col("_created"),
+    )
     return _rejects(closing, mask, "closed_before_created", "ts", reason)
 
 
@@ -211,7 +293,9 @@ def speed_jump(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Data
     ordered = frame.select("_row", "technician_id", "ts", "lat", "lon").sort("technician_id", "ts")
     lat = ordered["lat"].to_numpy()
     lon = ordered["lon"].to_numpy()
-    same = (ordered["technician_id"] == ordered["technician_id"].shift(1)).fill_null(False).to_numpy()
+    same = (
+        (ordered["technician_id"] == ordered["technician_id"].shift(1)).fill_null(False).to_numpy()
+    )
     dt_s = ordered["ts"].diff().dt.total_microseconds().fill_null(0).to_numpy() / 1e6
     step_m = np.zeros(len(lat))
     if len(lat) > 1:
@@ -224,8 +308,11 @@ def speed_jump(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Data
     has_next[:-1] = same[1:]
     spike = (speed_in > ctx.max_speed_mps) & ((speed_out > ctx.max_speed_mps) | ~has_next)
     flagged = ordered.with_columns(pl.Series("_spike", spike), pl.Series("_v", speed_in))
-    reason = pl.format("implied speed {} m/s from the previous fix exceeds {} m/s",
-                       pl.col("_v").round(1), pl.lit(ctx.max_speed_mps))
+    reason = pl.format(
+        "lat,lon jump: implied speed {} m/s from the previous fix exceeds {} m/s",
+        pl.col("_v").round(1),
+        pl.lit(ctx.max_speed_mps),
+    )
     return _rejects(flagged, pl.col("_spike"), "speed_jump", "lat,lon", reason)
 
 
@@ -245,7 +332,9 @@ RULES: dict[str, RuleFn] = {
 }
 
 
-def apply_rules(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> tuple[pl.DataFrame, pl.DataFrame]:
+def apply_rules(
+    frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Run the kind's rules in order; returns (accepted, rejected rows with reasons)."""
     rejected: list[pl.DataFrame] = []
     for name in spec.rules:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +104,18 @@ class Store:
         """Run a parameterized query and return a polars frame (thread-safe cursor)."""
         cur = self._cursor()
         try:
+            return cur.execute(sql, list(params)).pl()
+        finally:
+            cur.close()
+
+    def query_frames(
+        self, sql: str, frames: Mapping[str, pl.DataFrame], params: Sequence[object] = ()
+    ) -> pl.DataFrame:
+        """Run a query that joins against in-memory frames, visible under the given names."""
+        cur = self._cursor()
+        try:
+            for name, frame in frames.items():
+                cur.register(name, frame.to_arrow())
             return cur.execute(sql, list(params)).pl()
         finally:
             cur.close()

@@ -12,8 +12,17 @@ from dashboard.figures.status import batches_bar, quarantine_bar
 from dashboard.pages import Page
 from pipelines import queries
 
-_SHOWN_TABLES = ("tickets", "ticket_events", "technicians", "gps_fixes", "uwb_positions",
-                 "weather_obs", "outages", "iot_readings", "quarantine")
+_SHOWN_TABLES = (
+    "tickets",
+    "ticket_events",
+    "technicians",
+    "gps_fixes",
+    "uwb_positions",
+    "weather_obs",
+    "outages",
+    "iot_readings",
+    "quarantine",
+)
 
 
 def layout(**_: Any) -> html.Div:
@@ -38,9 +47,11 @@ def layout(**_: Any) -> html.Div:
 
 
 def _card(label: str, value: int) -> html.Div:
-    return html.Div([html.Div(f"{value:,}", className="card-value"),
-                     html.Div(label, className="card-label")], className="card",
-                    **{"data-table": label})
+    return html.Div(
+        [html.Div(f"{value:,}", className="card-value"), html.Div(label, className="card-label")],
+        className="card",
+        **{"data-table": label},
+    )
 
 
 def _table(frame: Any, table_id: str) -> dash_table.DataTable:
@@ -50,8 +61,14 @@ def _table(frame: Any, table_id: str) -> dash_table.DataTable:
         columns=[{"name": c, "id": c} for c in frame.columns],
         page_size=10,
         style_table={"overflowX": "auto"},
-        style_cell={"fontFamily": "inherit", "fontSize": 13, "textAlign": "left",
-                    "maxWidth": 420, "overflow": "hidden", "textOverflow": "ellipsis"},
+        style_cell={
+            "fontFamily": "inherit",
+            "fontSize": 13,
+            "textAlign": "left",
+            "maxWidth": 420,
+            "overflow": "hidden",
+            "textOverflow": "ellipsis",
+        },
     )
 
 
@@ -68,9 +85,7 @@ def register(app: Dash, ctx: AppContext) -> None:
         store = ctx.store
         counts = store.table_counts()
         cards = [_card(t, counts[t]) for t in _SHOWN_TABLES]
-        batches = queries.last_batches(store, limit=50).with_columns(
-            *[]
-        )
+        batches = queries.last_batches(store, limit=50).with_columns(*[])
         return (
             cards,
             batches_bar(queries.ingest_totals(store)),

@@ -28,7 +28,15 @@ _EXTENSIONS: dict[str, str] = {
     ".pq": "parquet",
 }
 
-SOURCE_MODULES: tuple[str, ...] = ("pipelines.sources.native",)
+SOURCE_MODULES: tuple[str, ...] = (
+    "pipelines.sources.native",
+    "pipelines.sources.gps",
+    "pipelines.sources.tickets",
+    "pipelines.sources.uwb",
+    "pipelines.sources.weather",
+    "pipelines.sources.outages",
+    "pipelines.sources.iot",
+)
 
 
 def register(kind: str, fmt: str, parser: Parser) -> None:

@@ -35,15 +35,22 @@ def apply_column_map(frame: pl.DataFrame, mapping: Mapping[str, str], path: Path
 
 def _with_rows(frame: pl.DataFrame, spec: KindSpec) -> pl.DataFrame:
     keep = [c for c in frame.columns if c in spec.columns]
-    return frame.select(keep).with_row_index("_row", offset=1).with_columns(
-        pl.col("_row").cast(pl.Int64)
+    return (
+        frame.select(keep)
+        .with_row_index("_row", offset=1)
+        .with_columns(pl.col("_row").cast(pl.Int64))
     )
 
 
 def read_native_csv(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
     try:
-        frame = pl.read_csv(path, infer_schema=False, separator=opts.extra.get("delimiter", ","),
-                            encoding="utf8-lossy", truncate_ragged_lines=False)
+        frame = pl.read_csv(
+            path,
+            infer_schema=False,
+            separator=opts.extra.get("delimiter", ","),
+            encoding="utf8-lossy",
+            truncate_ragged_lines=False,
+        )
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, UnicodeDecodeError) as exc:
         raise SourceFormatError(
             f"{path}: cannot be parsed as CSV with a header row of {spec.name} columns "
@@ -80,25 +87,49 @@ def read_native_jsonl(path: Path, spec: KindSpec, opts: IngestOptions) -> Parsed
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            rejects.append({"_row": number, "rule": "parse", "field": None,
-                            "reason": f"line is not JSON: {exc.msg}", "raw": line[:2000]})
+            rejects.append(
+                {
+                    "_row": number,
+                    "rule": "parse",
+                    "field": None,
+                    "reason": f"line is not JSON: {exc.msg}",
+                    "raw": line[:2000],
+                }
+            )
             continue
         if not isinstance(obj, dict):
-            rejects.append({"_row": number, "rule": "parse", "field": None,
-                            "reason": "line is not a JSON object", "raw": line[:2000]})
+            rejects.append(
+                {
+                    "_row": number,
+                    "rule": "parse",
+                    "field": None,
+                    "reason": "line is not a JSON object",
+                    "raw": line[:2000],
+                }
+            )
             continue
         parsed_any = True
         records.append({k: _text(v) for k, v in obj.items()})
         rows.append(number)
     if rows_read and not parsed_any:
-        raise SourceFormatError(f"{path}: expected JSON Lines (one object per line); no line parsed")
+        raise SourceFormatError(
+            f"{path}: expected JSON Lines (one object per line); no line parsed"
+        )
     frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
     frame = frame.cast(pl.String) if frame.width else frame
     frame = apply_column_map(frame, opts.columns, path)
     keep = [c for c in frame.columns if c in spec.columns]
     frame = frame.select(keep).with_columns(pl.Series("_row", rows, dtype=pl.Int64))
-    rej = pl.DataFrame(rejects, schema={"_row": pl.Int64, "rule": pl.String, "field": pl.String,
-                                        "reason": pl.String, "raw": pl.String})
+    rej = pl.DataFrame(
+        rejects,
+        schema={
+            "_row": pl.Int64,
+            "rule": pl.String,
+            "field": pl.String,
+            "reason": pl.String,
+            "raw": pl.String,
+        },
+    )
     return ParsedBatch(frame, rej, rows_read, "jsonl")
 
 

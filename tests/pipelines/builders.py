@@ -13,9 +13,17 @@ import polars as pl
 T0 = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
 
 
-def make_fixes(n: int = 10, *, technician_id: str = "tech-1", lat: float = 30.27,
-               lon: float = 120.15, step_s: float = 5.0, step_deg: float = 0.00005,
-               accuracy_m: float | None = 5.0, start: datetime = T0) -> list[dict[str, Any]]:
+def make_fixes(
+    n: int = 10,
+    *,
+    technician_id: str = "tech-1",
+    lat: float = 30.27,
+    lon: float = 120.15,
+    step_s: float = 5.0,
+    step_deg: float = 0.00005,
+    accuracy_m: float | None = 5.0,
+    start: datetime = T0,
+) -> list[dict[str, Any]]:
     return [
         {
             "technician_id": technician_id,
@@ -28,11 +36,19 @@ def make_fixes(n: int = 10, *, technician_id: str = "tech-1", lat: float = 30.27
     ]
 
 
-def make_events(ticket_id: str = "T1", start: datetime = T0,
-                types: Iterable[str] = ("created", "assigned", "accepted", "closed")) -> list[dict[str, Any]]:
+def make_events(
+    ticket_id: str = "T1",
+    start: datetime = T0,
+    types: Iterable[str] = ("created", "assigned", "accepted", "closed"),
+) -> list[dict[str, Any]]:
     return [
-        {"event_id": f"{ticket_id}-{i}", "ticket_id": ticket_id, "event_type": t,
-         "ts": (start + timedelta(minutes=10 * i)).isoformat(), "actor": "tech-1"}
+        {
+            "event_id": f"{ticket_id}-{i}",
+            "ticket_id": ticket_id,
+            "event_type": t,
+            "ts": (start + timedelta(minutes=10 * i)).isoformat(),
+            "actor": "tech-1",
+        }
         for i, t in enumerate(types)
     ]
 

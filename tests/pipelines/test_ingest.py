@@ -26,8 +26,12 @@ def store(tmp_path: Path) -> Store:
 
 
 def _quarantine(store: Store) -> list[tuple[str, str, int]]:
-    return [tuple(r) for r in store.query(  # type: ignore[misc]
-        "SELECT rule, field, row_number FROM quarantine ORDER BY row_number").iter_rows()]
+    return [
+        tuple(r)
+        for r in store.query(  # type: ignore[misc]
+            "SELECT rule, field, row_number FROM quarantine ORDER BY row_number"
+        ).iter_rows()
+    ]
 
 
 @pytest.mark.parametrize("ext", [".csv", ".jsonl", ".parquet"])
@@ -57,9 +61,9 @@ RULE_CASES = [
 
 
 @pytest.mark.parametrize(("kind", "override", "rule", "field"), RULE_CASES)
-def test_named_rule_quarantines_with_reason(store: Store, tmp_path: Path, kind: str,
-                                            override: dict[str, object], rule: str,
-                                            field: str) -> None:
+def test_named_rule_quarantines_with_reason(
+    store: Store, tmp_path: Path, kind: str, override: dict[str, object], rule: str, field: str
+) -> None:
     rows = make_fixes(10)
     rows[4] = {**rows[4], **override}
     path = write_rows(tmp_path / "in.jsonl", rows)
@@ -67,7 +71,8 @@ def test_named_rule_quarantines_with_reason(store: Store, tmp_path: Path, kind: 
     assert result.rows_read == result.rows_accepted + result.rows_quarantined == 10
     assert _quarantine(store) == [(rule, field, 5)]
     reason = store.scalar("SELECT reason FROM quarantine")
-    assert reason and field.split(",")[0] in reason
+    assert reason
+    assert field.split(",")[0] in reason
 
 
 def test_duplicate_fix_in_file_and_in_store(store: Store, tmp_path: Path) -> None:
@@ -82,10 +87,24 @@ def test_duplicate_fix_in_file_and_in_store(store: Store, tmp_path: Path) -> Non
 
 def test_events_rules(store: Store, tmp_path: Path) -> None:
     events = make_events("T1")
-    events.append({"event_id": "T1-x", "ticket_id": "T1", "event_type": "closed",
-                   "ts": "2026-10-04T00:00:00Z", "actor": "x"})
-    events.append({"event_id": "T1-y", "ticket_id": "T1", "event_type": "teleported",
-                   "ts": "2026-10-05T05:00:00Z", "actor": "x"})
+    events.append(
+        {
+            "event_id": "T1-x",
+            "ticket_id": "T1",
+            "event_type": "closed",
+            "ts": "2026-10-04T00:00:00Z",
+            "actor": "x",
+        }
+    )
+    events.append(
+        {
+            "event_id": "T1-y",
+            "ticket_id": "T1",
+            "event_type": "teleported",
+            "ts": "2026-10-05T05:00:00Z",
+            "actor": "x",
+        }
+    )
     events.append(dict(events[1]))
     result = ingest_file(store, "events", write_rows(tmp_path / "ev.jsonl", events), SETTINGS)
     assert result.rows_read == 7
@@ -104,7 +123,8 @@ def test_reingest_same_file_adds_nothing(store: Store, tmp_path: Path) -> None:
     path = write_rows(tmp_path / "gps.parquet", make_fixes(50))
     first = ingest_file(store, "gps", path, SETTINGS)
     second = ingest_file(store, "gps", path, SETTINGS)
-    assert not first.skipped and second.skipped
+    assert not first.skipped
+    assert second.skipped
     assert second.rows_accepted == 0
     assert store.count("gps_fixes") == 50
     assert store.count("ingest_batches") == 1
@@ -119,8 +139,9 @@ def test_reingest_same_file_adds_nothing(store: Store, tmp_path: Path) -> None:
         ("junk.jsonl", b"not json\nstill not\n", "expected JSON Lines"),
     ],
 )
-def test_unparseable_file_fails_and_writes_nothing(store: Store, tmp_path: Path, name: str,
-                                                   content: bytes, expected: str) -> None:
+def test_unparseable_file_fails_and_writes_nothing(
+    store: Store, tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(SourceFormatError, match="") as info:
@@ -135,12 +156,23 @@ def test_cli_exits_nonzero_on_unparseable_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"nope")
     proc = subprocess.run(
-        [sys.executable, "-m", "dashboard", "--store", str(tmp_path / "s.duckdb"), "ingest", "gps",
-         str(bad)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "dashboard",
+            "--store",
+            str(tmp_path / "s.duckdb"),
+            "ingest",
+            "gps",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
-    assert "bad.parquet" in proc.stderr and "Parquet" in proc.stderr
+    assert "bad.parquet" in proc.stderr
+    assert "Parquet" in proc.stderr
 
 
 def test_kill_9_mid_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
@@ -153,20 +185,33 @@ def test_kill_9_mid_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
 
     n = 200_000
     path = tmp_path / "big.parquet"
-    pl.DataFrame({
-        "technician_id": pl.format("t{}", pl.int_range(n, eager=True) % 50),
-        "ts": pl.datetime_range(T0, T0 + timedelta(seconds=n - 1), "1s", eager=True,
-                                time_zone="UTC"),
-        "lat": 30.27,
-        "lon": 120.15,
-        "accuracy_m": 5.0,
-    }).write_parquet(path)
+    pl.DataFrame(
+        {
+            "technician_id": [f"t{i % 50}" for i in range(n)],
+            "ts": pl.datetime_range(
+                T0, T0 + timedelta(seconds=n - 1), "1s", eager=True, time_zone="UTC"
+            ),
+            "lat": 30.27,
+            "lon": 120.15,
+            "accuracy_m": 5.0,
+        }
+    ).write_parquet(path)
     store_path = tmp_path / "ft.duckdb"
     Store(store_path).close()
-    cmd = [sys.executable, "-m", "dashboard", "--store", str(store_path), "ingest", "gps", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dashboard",
+        "--store",
+        str(store_path),
+        "ingest",
+        "gps",
+        str(path),
+    ]
     env = {**os.environ, "FIELDTRACE_FAULT_PAUSE_IN_WRITE_S": "60"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
     assert proc.stderr is not None
     for line in iter(proc.stderr.readline, b""):
         if b"fault-injection: paused inside write transaction" in line:
