@@ -287,3 +287,25 @@ def kind_spec(name: str) -> KindSpec:
         raise SourceFormatError(
             f"unknown kind {name!r}; expected one of {', '.join(sorted(KINDS))}"
         ) from None
+
+
+# Vibration waveforms (appended by the sources work): one row per channel of a recording.
+KINDS["vibration"] = KindSpec(
+    name="vibration",
+    table="vibration_series",
+    columns={
+        "series_id": _STR,
+        "device_id": _STR,
+        "start_ts": UTC_TS,
+        "sample_rate_hz": _F64,
+        "rpm": _F64,
+        "channel": _STR,
+        "samples": pl.List(pl.Float64()),
+    },
+    required=("series_id", "device_id", "start_ts", "sample_rate_hz", "samples"),
+    key=("series_id",),
+    time_columns=("start_ts",),
+    list_columns=("samples",),
+    rules=("time_range", "duplicate"),
+    description="Vibration waveforms: one channel per row, samples as a list, declared rate.",
+)
