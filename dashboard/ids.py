@@ -10,3 +10,43 @@ STATUS_QUARANTINE_CHART = "status-quarantine-chart"
 STATUS_BATCHES_CHART = "status-batches-chart"
 STATUS_BATCHES_TABLE = "status-batches-table"
 STATUS_QUARANTINE_TABLE = "status-quarantine-table"
+
+USER_BADGE = "user-badge"
+
+# Dispatch page
+DISPATCH_MAP = "dispatch-map"
+DISPATCH_KPIS = "dispatch-kpis"
+DISPATCH_REGION = "dispatch-region"
+DISPATCH_TAG = "dispatch-tag"
+DISPATCH_STATUS = "dispatch-status"
+DISPATCH_HOURS = "dispatch-hours"
+DISPATCH_LAYERS = "dispatch-layers"
+DISPATCH_REFRESH = "dispatch-refresh"
+DISPATCH_NOTE = "dispatch-note"
+
+# Ticket page
+TICKET_HEADER = "ticket-header"
+TICKET_TIMELINE = "ticket-timeline"
+TICKET_ARRIVAL_MAP = "ticket-arrival-map"
+TICKET_EVIDENCE = "ticket-evidence"
+TICKET_CHECKLIST = "ticket-checklist"
+
+# Alerts & warehouse page
+ALERTS_LIST = "alerts-list"
+ALERTS_SELECTED = "alerts-selected"
+ALERTS_DETAIL = "alerts-detail"
+ALERTS_MAP = "alerts-map"
+ALERTS_COUNTS = "alerts-counts"
+ALERTS_ORDERS = "alerts-orders"
+ALERTS_MESSAGE = "alerts-message"
+ALERTS_VERSION = "alerts-version"
+ALERT_PICK = "alert-pick"  # pattern-matching type: {"type": ALERT_PICK, "alert": id}
+ORDER_ACTION = "order-action"  # {"type": ORDER_ACTION, "action": "ack"|"fulfil", "order": id}
+
+# Analytics page
+ANALYTICS_REGION = "analytics-region"
+ANALYTICS_SEGMENTS = "analytics-segments"
+ANALYTICS_LAG = "analytics-lag"
+ANALYTICS_REGIONS = "analytics-regions"
+ANALYTICS_TECHNICIANS = "analytics-technicians"
+ANALYTICS_VERDICTS = "analytics-verdicts"

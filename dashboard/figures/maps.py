@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +11,19 @@ import h3
 import plotly.graph_objects as go
 import polars as pl
 
-TECH_COLOURS = {"idle": "#1971c2", "assigned": "#7048e8", "en route": "#f08c00",
-                "on site": "#2b8a3e", "offline": "#868e96"}
-SLA_BUCKETS = (("within SLA", 0.0, 0.5, "#2b8a3e"), ("nearing SLA", 0.5, 1.0, "#f08c00"),
-               ("SLA breached", 1.0, math.inf, "#e03131"))
+TECH_COLOURS = {
+    "idle": "#1971c2",
+    "assigned": "#7048e8",
+    "en route": "#f08c00",
+    "on site": "#2b8a3e",
+    "offline": "#868e96",
+}
+SLA_BUCKETS = (
+    ("within SLA", 0.0, 0.5, "#2b8a3e"),
+    ("nearing SLA", 0.5, 1.0, "#f08c00"),
+    ("SLA breached", 1.0, math.inf, "#e03131"),
+)
+_TECH_HOVER = "technician %{customdata[1]} · %{customdata[2]}<extra></extra>"
 LAYERS = ("technicians", "tickets", "geofences", "hexagons", "alerts")
 _EARTH_M_PER_DEG = 111_320.0
 _FIT_PX = 380  # the extent should fill about this many pixels of the map
@@ -27,18 +37,20 @@ class Basemap:
     tiles_url: str | None = None
 
 
-def circle(lat: float, lon: float, radius_m: float, n: int = 24) -> tuple[list[float],
-                                                                          list[float]]:
+def circle(lat: float, lon: float, radius_m: float, n: int = 24) -> tuple[list[float], list[float]]:
     """A closed ring of ``n`` points ``radius_m`` around (lat, lon), equirectangular."""
     dlat = radius_m / _EARTH_M_PER_DEG
     dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
     angles = [2 * math.pi * i / n for i in range(n + 1)]
-    return ([round(lat + dlat * math.sin(a), 7) for a in angles],
-            [round(lon + dlon * math.cos(a), 7) for a in angles])
+    return (
+        [round(lat + dlat * math.sin(a), 7) for a in angles],
+        [round(lon + dlon * math.cos(a), 7) for a in angles],
+    )
 
 
-def rings(lats: list[float], lons: list[float], radii_m: list[float], n: int = 16
-          ) -> tuple[list[float | None], list[float | None]]:
+def rings(
+    lats: list[float], lons: list[float], radii_m: list[float], n: int = 16
+) -> tuple[list[float | None], list[float | None]]:
     """Many circles in one trace, separated by None."""
     out_lat: list[float | None] = []
     out_lon: list[float | None] = []
@@ -49,8 +61,9 @@ def rings(lats: list[float], lons: list[float], radii_m: list[float], n: int = 1
     return out_lat, out_lon
 
 
-def center_zoom(lats: list[float], lons: list[float], *, max_zoom: float = 19.0
-                ) -> tuple[dict[str, float], float]:
+def center_zoom(
+    lats: list[float], lons: list[float], *, max_zoom: float = 19.0
+) -> tuple[dict[str, float], float]:
     """Centre of the bounding box and a zoom that fits it (web-mercator rule of thumb)."""
     lats = [x for x in lats if x is not None]
     lons = [x for x in lons if x is not None]
@@ -62,26 +75,48 @@ def center_zoom(lats: list[float], lons: list[float], *, max_zoom: float = 19.0
     return {"lat": (lat0 + lat1) / 2, "lon": (lon0 + lon1) / 2}, round(zoom, 2)
 
 
-def map_layout(basemap: Basemap, center: dict[str, float], zoom: float, *, height: int = 560,
-               uirevision: str | None = None) -> dict[str, Any]:
+def map_layout(
+    basemap: Basemap,
+    center: dict[str, float],
+    zoom: float,
+    *,
+    height: int = 560,
+    uirevision: str | None = None,
+) -> dict[str, Any]:
     """``layout.map`` with an explicit centre; self-hosted tiles become a raster layer."""
     map_cfg: dict[str, Any] = {"style": basemap.style, "center": center, "zoom": zoom}
     if basemap.tiles_url:
         map_cfg["style"] = "white-bg"
-        map_cfg["layers"] = [{"below": "traces", "sourcetype": "raster",
-                              "source": [basemap.tiles_url]}]
-    return {"map": map_cfg, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "height": height,
-            "uirevision": uirevision, "legend": {"x": 0.01, "y": 0.99,
-                                                 "bgcolor": "rgba(255,255,255,.85)"}}
+        map_cfg["layers"] = [
+            {"below": "traces", "sourcetype": "raster", "source": [basemap.tiles_url]}
+        ]
+    return {
+        "map": map_cfg,
+        "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+        "height": height,
+        "uirevision": uirevision,
+        "legend": {"x": 0.01, "y": 0.99, "bgcolor": "rgba(255,255,255,.85)"},
+    }
+
+
+@functools.lru_cache(maxsize=200_000)
+def _cell_ring(cell: str) -> list[list[float]]:
+    """Closed GeoJSON ring of one cell (cached: the same cells recur on every refresh)."""
+    ring = [[round(lon, 5), round(lat, 5)] for lat, lon in h3.cell_to_boundary(cell)]
+    return [*ring, ring[0]]
 
 
 def cells_geojson(cells: list[str]) -> dict[str, Any]:
     """H3 cells (hex strings) as a GeoJSON FeatureCollection with ``id`` = cell."""
-    features = []
-    for cell in cells:
-        ring = [[round(lon, 5), round(lat, 5)] for lat, lon in h3.cell_to_boundary(cell)]
-        features.append({"type": "Feature", "id": cell, "properties": {},
-                         "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}})
+    features = [
+        {
+            "type": "Feature",
+            "id": cell,
+            "properties": {},
+            "geometry": {"type": "Polygon", "coordinates": [_cell_ring(cell)]},
+        }
+        for cell in cells
+    ]
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -92,8 +127,7 @@ def cell_outline(cells: list[str]) -> tuple[list[float | None], list[float | Non
     if not cells:
         return lats, lons
     shape = h3.cells_to_geo(cells)
-    polys = (shape["coordinates"] if shape["type"] == "MultiPolygon"
-             else [shape["coordinates"]])
+    polys = shape["coordinates"] if shape["type"] == "MultiPolygon" else [shape["coordinates"]]
     for poly in polys:
         for ring in poly[:1]:
             lons += [round(p[0], 6) for p in ring] + [None]
@@ -105,100 +139,210 @@ def _hex_id(value: Any) -> str:
     return value if isinstance(value, str) else h3.int_to_str(int(value))
 
 
-def dispatch_figure(*, technicians: pl.DataFrame, tickets: pl.DataFrame, aggregated: bool,
-                    geofences: pl.DataFrame, hexes: pl.DataFrame, alerts: pl.DataFrame,
-                    visible: set[str], basemap: Basemap, radius_m: float) -> go.Figure:
-    """The dispatch map: one trace per layer/category; ``meta`` names the layer."""
-    fig = go.Figure()
+def dispatch_figure(
+    *,
+    technicians: pl.DataFrame,
+    tickets: pl.DataFrame,
+    aggregated: bool,
+    geofences: pl.DataFrame,
+    hexes: pl.DataFrame,
+    alerts: pl.DataFrame,
+    visible: set[str],
+    basemap: Basemap,
+    radius_m: float,
+) -> dict[str, Any]:
+    """The dispatch map: one trace per layer/category; ``meta`` names the layer.
+
+    Returned as a plain figure dict: plotly's per-element validation of ~10k points and a
+    GeoJSON of hexagons costs seconds, and Dash serializes the dict as is.
+    """
+    traces: list[dict[str, Any]] = []
     if "hexagons" in visible and hexes.height:
         cells = [_hex_id(c) for c in hexes["h3_r7"].to_list()]
-        fig.add_trace(go.Choroplethmap(
-            geojson=cells_geojson(cells), locations=cells, z=hexes["n"].to_list(),
-            text=hexes["tag"].to_list(), colorscale="Purples", marker={"opacity": 0.45},
-            marker_line_width=0.5, showscale=False, name="ticket density (H3 r7)",
-            meta="hexagons", hovertemplate="%{z} open tickets · top tag %{text}<extra></extra>"))
+        traces.append(
+            {
+                "type": "choroplethmap",
+                "geojson": cells_geojson(cells),
+                "locations": cells,
+                "z": hexes["n"].to_list(),
+                "text": hexes["tag"].to_list(),
+                "colorscale": "Purples",
+                "marker": {"opacity": 0.45, "line": {"width": 0.5}},
+                "showscale": False,
+                "name": "ticket density (H3 r7)",
+                "meta": "hexagons",
+                "hovertemplate": "%{z} open tickets · top tag %{text}<extra></extra>",
+            }
+        )
     if "alerts" in visible:
         for row in alerts.iter_rows(named=True):
             lat, lon = cell_outline(list(row["member_cells"]))
-            fig.add_trace(go.Scattermap(
-                lat=lat, lon=lon, mode="lines", line={"width": 3, "color": "#c92a2a"},
-                name=f"alert {row['tag']} ({row['member_count']})", meta="alerts",
-                hovertext=row["explanation"], hoverinfo="text", showlegend=False))
+            traces.append(
+                {
+                    "type": "scattermap",
+                    "lat": lat,
+                    "lon": lon,
+                    "mode": "lines",
+                    "line": {"width": 3, "color": "#c92a2a"},
+                    "name": f"alert {row['tag']} ({row['member_count']})",
+                    "meta": "alerts",
+                    "hovertext": row["explanation"],
+                    "hoverinfo": "text",
+                    "showlegend": False,
+                }
+            )
     if "geofences" in visible and geofences.height:
-        lat, lon = rings(geofences["lat"].to_list(), geofences["lon"].to_list(),
-                         [radius_m] * geofences.height, n=12)
-        fig.add_trace(go.Scattermap(lat=lat, lon=lon, mode="lines", fill="toself",
-                                    line={"width": 1, "color": "#1c7ed6"}, meta="geofences",
-                                    name=f"customer geofence ({radius_m:g} m)",
-                                    hoverinfo="skip"))
+        lat, lon = rings(
+            geofences["lat"].to_list(),
+            geofences["lon"].to_list(),
+            [radius_m] * geofences.height,
+            n=12,
+        )
+        traces.append(
+            {
+                "type": "scattermap",
+                "lat": lat,
+                "lon": lon,
+                "mode": "lines",
+                "fill": "toself",
+                "line": {"width": 1, "color": "#1c7ed6"},
+                "meta": "geofences",
+                "name": f"customer geofence ({radius_m:g} m)",
+                "hoverinfo": "skip",
+            }
+        )
     if "tickets" in visible and tickets.height:
         for label, lo, hi, colour in SLA_BUCKETS:
             part = tickets.filter((pl.col("sla_ratio") >= lo) & (pl.col("sla_ratio") < hi))
             if part.height == 0:
                 continue
-            size = ((part["n"].cast(pl.Float64).sqrt() * 4 + 6).clip(upper_bound=30).to_list()
-                    if aggregated else 9)
-            fig.add_trace(go.Scattermap(
-                lat=part["lat"].round(5).to_list(), lon=part["lon"].round(5).to_list(),
-                mode="markers", marker={"size": size, "color": colour, "opacity": 0.85},
-                customdata=[["t", t, n] for t, n in zip(part["ticket_id"], part["n"],
-                                                        strict=True)],
-                hovertemplate=("%{customdata[2]} tickets · worst %{customdata[1]}<extra></extra>"
-                               if aggregated else "ticket %{customdata[1]}<extra></extra>"),
-                name=f"tickets: {label}", meta="tickets"))
+            size = (
+                (part["n"].cast(pl.Float64).sqrt() * 4 + 6).clip(upper_bound=30).to_list()
+                if aggregated
+                else 9
+            )
+            traces.append(
+                {
+                    "type": "scattermap",
+                    "lat": part["lat"].round(5).to_list(),
+                    "lon": part["lon"].round(5).to_list(),
+                    "mode": "markers",
+                    "marker": {"size": size, "color": colour, "opacity": 0.85},
+                    "customdata": [
+                        ["t", t, n] for t, n in zip(part["ticket_id"], part["n"], strict=True)
+                    ],
+                    "hovertemplate": (
+                        "%{customdata[2]} tickets · worst %{customdata[1]}<extra></extra>"
+                        if aggregated
+                        else "ticket %{customdata[1]}<extra></extra>"
+                    ),
+                    "name": f"tickets: {label}",
+                    "meta": "tickets",
+                }
+            )
     if "technicians" in visible and technicians.height:
         for status, colour in TECH_COLOURS.items():
             part = technicians.filter(pl.col("tech_status") == status)
             if part.height == 0:
                 continue
-            fig.add_trace(go.Scattermap(
-                lat=part["lat"].round(5).to_list(), lon=part["lon"].round(5).to_list(),
-                mode="markers", marker={"size": 11, "color": colour, "symbol": "circle"},
-                customdata=[["k", tid, tk or ""] for tid, tk in zip(
-                    part["technician_id"], part["ticket_id"], strict=True)],
-                hovertemplate="technician %{customdata[1]} · %{customdata[2]}<extra></extra>",
-                name=f"technician: {status}", meta="technicians"))
+            traces.append(
+                {
+                    "type": "scattermap",
+                    "lat": part["lat"].round(5).to_list(),
+                    "lon": part["lon"].round(5).to_list(),
+                    "mode": "markers",
+                    "marker": {"size": 11, "color": colour, "symbol": "circle"},
+                    "customdata": [
+                        ["k", tid, tk or ""]
+                        for tid, tk in zip(part["technician_id"], part["ticket_id"], strict=True)
+                    ],
+                    "hovertemplate": _TECH_HOVER,
+                    "name": f"technician: {status}",
+                    "meta": "technicians",
+                }
+            )
     lats = tickets["lat"].to_list() + technicians["lat"].to_list()
     lons = tickets["lon"].to_list() + technicians["lon"].to_list()
     center, zoom = center_zoom(lats, lons, max_zoom=16)
-    fig.update_layout(**map_layout(basemap, center, zoom, uirevision="dispatch"))
-    return fig
+    return {"data": traces, "layout": map_layout(basemap, center, zoom, uirevision="dispatch")}
 
 
-def arrival_figure(*, customer: tuple[float, float] | None, fixes: pl.DataFrame,
-                   stop: tuple[float, float] | None, radius_m: float,
-                   basemap: Basemap) -> go.Figure:
+def arrival_figure(
+    *,
+    customer: tuple[float, float] | None,
+    fixes: pl.DataFrame,
+    stop: tuple[float, float] | None,
+    radius_m: float,
+    basemap: Basemap,
+) -> go.Figure:
     """Arrival evidence: the customer circle, fixes with accuracy circles, the stop centroid."""
     fig = go.Figure()
     lats: list[float] = []
     lons: list[float] = []
     if customer is not None:
         clat, clon = circle(customer[0], customer[1], radius_m, 48)
-        fig.add_trace(go.Scattermap(lat=clat, lon=clon, mode="lines", fill="toself",
-                                    line={"color": "#1c7ed6", "width": 2}, meta="geofence",
-                                    name=f"{radius_m:g} m around customer"))
-        fig.add_trace(go.Scattermap(lat=[customer[0]], lon=[customer[1]], mode="markers",
-                                    marker={"size": 12, "color": "#1c7ed6"}, meta="customer",
-                                    name="customer"))
+        fig.add_trace(
+            go.Scattermap(
+                lat=clat,
+                lon=clon,
+                mode="lines",
+                fill="toself",
+                line={"color": "#1c7ed6", "width": 2},
+                meta="geofence",
+                name=f"{radius_m:g} m around customer",
+            )
+        )
+        fig.add_trace(
+            go.Scattermap(
+                lat=[customer[0]],
+                lon=[customer[1]],
+                mode="markers",
+                marker={"size": 12, "color": "#1c7ed6"},
+                meta="customer",
+                name="customer",
+            )
+        )
         lats += clat
         lons += clon
     if fixes.height:
         acc = fixes["accuracy_m"].fill_null(0.0).to_list()
         rlat, rlon = rings(fixes["lat"].to_list(), fixes["lon"].to_list(), acc, n=16)
-        fig.add_trace(go.Scattermap(lat=rlat, lon=rlon, mode="lines",
-                                    line={"color": "rgba(240,140,0,.6)", "width": 1},
-                                    meta="accuracy", name="fix accuracy", hoverinfo="skip"))
-        fig.add_trace(go.Scattermap(
-            lat=fixes["lat"].to_list(), lon=fixes["lon"].to_list(), mode="markers",
-            marker={"size": 8, "color": "#f08c00"}, meta="fixes", name="GPS fixes",
-            text=[f"{t:%H:%M:%S} ±{a:g} m" for t, a in zip(fixes["ts"], acc, strict=True)],
-            hoverinfo="text"))
+        fig.add_trace(
+            go.Scattermap(
+                lat=rlat,
+                lon=rlon,
+                mode="lines",
+                line={"color": "rgba(240,140,0,.6)", "width": 1},
+                meta="accuracy",
+                name="fix accuracy",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scattermap(
+                lat=fixes["lat"].to_list(),
+                lon=fixes["lon"].to_list(),
+                mode="markers",
+                marker={"size": 8, "color": "#f08c00"},
+                meta="fixes",
+                name="GPS fixes",
+                text=[f"{t:%H:%M:%S} ±{a:g} m" for t, a in zip(fixes["ts"], acc, strict=True)],
+                hoverinfo="text",
+            )
+        )
         lats += fixes["lat"].to_list()
         lons += fixes["lon"].to_list()
     if stop is not None:
-        fig.add_trace(go.Scattermap(lat=[stop[0]], lon=[stop[1]], mode="markers",
-                                    marker={"size": 15, "color": "#2b8a3e"}, meta="stop",
-                                    name="stop centroid"))
+        fig.add_trace(
+            go.Scattermap(
+                lat=[stop[0]],
+                lon=[stop[1]],
+                mode="markers",
+                marker={"size": 15, "color": "#2b8a3e"},
+                meta="stop",
+                name="stop centroid",
+            )
+        )
         lats.append(stop[0])
         lons.append(stop[1])
     center, zoom = center_zoom(lats, lons, max_zoom=20)
@@ -211,15 +355,33 @@ def cells_figure(cells: list[str], counts: list[int] | None, basemap: Basemap) -
     fig = go.Figure()
     if cells:
         z = counts if counts is not None else [1] * len(cells)
-        fig.add_trace(go.Choroplethmap(geojson=cells_geojson(cells), locations=cells, z=z,
-                                       colorscale="Reds", marker={"opacity": 0.55},
-                                       showscale=False, meta="cells", name="member cells",
-                                       hovertemplate="%{location}: %{z}<extra></extra>"))
+        fig.add_trace(
+            go.Choroplethmap(
+                geojson=cells_geojson(cells),
+                locations=cells,
+                z=z,
+                colorscale="Reds",
+                marker={"opacity": 0.55},
+                showscale=False,
+                meta="cells",
+                name="member cells",
+                hovertemplate="%{location}: %{z}<extra></extra>",
+            )
+        )
         lat, lon = cell_outline(cells)
-        fig.add_trace(go.Scattermap(lat=lat, lon=lon, mode="lines", meta="outline",
-                                    line={"color": "#c92a2a", "width": 2}, name="cluster"))
-        center, zoom = center_zoom([x for x in lat if x is not None],
-                                   [x for x in lon if x is not None], max_zoom=15)
+        fig.add_trace(
+            go.Scattermap(
+                lat=lat,
+                lon=lon,
+                mode="lines",
+                meta="outline",
+                line={"color": "#c92a2a", "width": 2},
+                name="cluster",
+            )
+        )
+        center, zoom = center_zoom(
+            [x for x in lat if x is not None], [x for x in lon if x is not None], max_zoom=15
+        )
     else:
         center, zoom = {"lat": 0.0, "lon": 0.0}, 1.0
     fig.update_layout(**map_layout(basemap, center, zoom, height=320))

@@ -9,7 +9,13 @@ from typing import Any
 
 from dash import Dash
 
-PAGE_MODULES: tuple[str, ...] = ("dashboard.pages.status",)
+PAGE_MODULES: tuple[str, ...] = (
+    "dashboard.pages.status",
+    "dashboard.pages.dispatch",
+    "dashboard.pages.ticket",
+    "dashboard.pages.alerts",
+    "dashboard.pages.analytics",
+)
 
 
 @dataclass(frozen=True)

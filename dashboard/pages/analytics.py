@@ -1,0 +1,76 @@
+"""Analytics page (analysts): journey segments, lags, regions, technicians, verdicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Dash, Input, Output, dcc, html
+
+from dashboard import ids
+from dashboard.auth import guard
+from dashboard.context import AppContext
+from dashboard.figures import analytics as figs
+from dashboard.pages import Page
+from pipelines.views import analytics as views
+from pipelines.views import filter_options
+
+ROLES = frozenset({"analyst"})
+
+
+def _graph(id_: str) -> dcc.Loading:
+    return dcc.Loading(dcc.Graph(id=id_), type="circle")
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Journey analytics"),
+            html.Div(
+                dcc.Dropdown(
+                    id=ids.ANALYTICS_REGION, placeholder="All regions", className="filter"
+                ),
+                className="filters",
+            ),
+            html.Div(
+                [_graph(ids.ANALYTICS_SEGMENTS), _graph(ids.ANALYTICS_LAG)], className="grid-2"
+            ),
+            html.Div(
+                [_graph(ids.ANALYTICS_REGIONS), _graph(ids.ANALYTICS_TECHNICIANS)],
+                className="grid-2",
+            ),
+            _graph(ids.ANALYTICS_VERDICTS),
+        ]
+    )
+
+
+def analytics_view(ctx: AppContext, region: str | None) -> tuple[Any, ...]:
+    store = ctx.store
+    return (
+        figs.segments_figure(views.segment_quantiles(store, region), views.SEGMENT_NAMES),
+        figs.lag_figure(views.lag_histogram(store, region)),
+        figs.regions_figure(views.region_medians(store), views.SEGMENT_NAMES),
+        figs.technicians_figure(views.technician_medians(store, region)),
+        figs.verdicts_figure(views.verdict_mix(store, region)),
+    )
+
+
+def register(app: Dash, ctx: AppContext) -> None:
+    @app.callback(Output(ids.ANALYTICS_REGION, "options"), Input(ids.ANALYTICS_REGION, "id"))
+    @guard(ROLES)
+    def options(_id: str) -> list[str]:
+        return filter_options(ctx.store)["regions"]
+
+    @app.callback(
+        Output(ids.ANALYTICS_SEGMENTS, "figure"),
+        Output(ids.ANALYTICS_LAG, "figure"),
+        Output(ids.ANALYTICS_REGIONS, "figure"),
+        Output(ids.ANALYTICS_TECHNICIANS, "figure"),
+        Output(ids.ANALYTICS_VERDICTS, "figure"),
+        Input(ids.ANALYTICS_REGION, "value"),
+    )
+    @guard(ROLES)
+    def update(region: str | None) -> tuple[Any, ...]:
+        return analytics_view(ctx, region or None)
+
+
+PAGE = Page(path="/analytics", name="Analytics", layout=layout, register=register, roles=ROLES)

@@ -1,0 +1,123 @@
+"""Read queries behind the dashboard pages: parameterized SQL through the ``Store`` gateway.
+
+Every function takes the store and plain values, returns a polars frame (or a small dict) and
+never formats user input into SQL: optional filters are fixed SQL fragments with ``?`` params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from pipelines.store import Store
+
+# Events only the technician on the ticket performs: their actor is the ticket's technician.
+TECHNICIAN_EVENTS: tuple[str, ...] = (
+    "accepted",
+    "departed",
+    "arrived",
+    "work_started",
+    "parts_requested",
+    "completed",
+)
+# Hours from creation until the ticket breaches its service-level agreement, by priority.
+SLA_HOURS: dict[str, float] = {
+    "urgent": 4.0,
+    "high": 8.0,
+    "p1": 4.0,
+    "p2": 8.0,
+    "medium": 24.0,
+    "normal": 24.0,
+    "p3": 24.0,
+    "low": 72.0,
+    "p4": 72.0,
+}
+DEFAULT_SLA_H = 24.0
+CLOSED_ALERT_STATUSES: tuple[str, ...] = ("resolved", "closed", "expired", "cleared", "cancelled")
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """What the user filtered on. ``hours`` counts back from the data clock (None = all)."""
+
+    region: str | None = None
+    tag: str | None = None
+    status: str | None = None
+    hours: float | None = None
+
+
+def data_clock(store: Store) -> datetime:
+    """'Now' of the data: the latest lifecycle event (falls back to the wall clock)."""
+    latest = store.query("SELECT max(ts) AS ts FROM ticket_events")["ts"][0]
+    if latest is None:
+        return datetime.now(UTC)
+    return latest.astimezone(UTC) if latest.tzinfo else latest.replace(tzinfo=UTC)
+
+
+def utc(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """Present TIMESTAMPTZ columns in UTC whatever the DuckDB session zone is."""
+    return frame.with_columns(
+        pl.col(c).dt.convert_time_zone("UTC") for c in columns if c in frame.columns
+    )
+
+
+def ticket_where(f: TicketFilter, now: datetime, alias: str = "t") -> tuple[str, list[object]]:
+    """A WHERE fragment over ``tickets`` (as ``alias``) for region, tag and time. Pure."""
+    parts: list[str] = ["TRUE"]
+    params: list[object] = []
+    if f.region:
+        parts.append(f"{alias}.region = ?")
+        params.append(f.region)
+    if f.tag:
+        parts.append(f"({alias}.tag = ? OR list_contains(coalesce({alias}.tags, []), ?))")
+        params += [f.tag, f.tag]
+    if f.hours:
+        parts.append(f"{alias}.created_ts >= ?")
+        params.append(now - timedelta(hours=f.hours))
+    return " AND ".join(parts), params
+
+
+_TECH_LIST = ", ".join(f"'{e}'" for e in TECHNICIAN_EVENTS)
+
+# One row per ticket: first time of each milestone, counts and the current status.
+MILESTONES_SQL = f"""
+SELECT ticket_id,
+  min(ts) FILTER (WHERE event_type = 'created') AS created_ev_ts,
+  min(ts) FILTER (WHERE event_type = 'assigned') AS assigned_ts,
+  min(ts) FILTER (WHERE event_type = 'accepted') AS accepted_ts,
+  min(ts) FILTER (WHERE event_type = 'departed') AS departed_ts,
+  min(ts) FILTER (WHERE event_type = 'arrived') AS arrived_ts,
+  min(ts) FILTER (WHERE event_type = 'completed') AS completed_ts,
+  max(ts) FILTER (WHERE event_type = 'closed') AS closed_ts,
+  max(ts) FILTER (WHERE event_type = 'arrived') AS last_arrived_ts,
+  count(*) FILTER (WHERE event_type = 'arrived') AS n_arrived,
+  count(*) FILTER (WHERE event_type = 'parts_requested') AS n_parts,
+  count(*) FILTER (WHERE event_type = 'customer_chased') AS n_chased,
+  arg_max(event_type, ts) AS status,
+  arg_max(actor, ts) FILTER (WHERE event_type IN ({_TECH_LIST})) AS technician_id
+FROM ticket_events GROUP BY ticket_id
+"""
+
+
+def filter_options(store: Store) -> dict[str, list[str]]:
+    """Distinct regions and tags for the filter dropdowns."""
+    regions = store.query(
+        "SELECT DISTINCT region FROM tickets WHERE region IS NOT NULL ORDER BY region"
+    )
+    tags = store.query(
+        "SELECT DISTINCT tag FROM (SELECT tag FROM tickets UNION ALL "
+        "SELECT unnest(tags) AS tag FROM tickets) WHERE tag IS NOT NULL "
+        "ORDER BY tag"
+    )
+    return {"regions": regions["region"].to_list(), "tags": tags["tag"].to_list()}
+
+
+def sla_hours_expr(priority_col: str = "priority") -> pl.Expr:
+    """SLA hours per ticket from its priority (unknown priorities get ``DEFAULT_SLA_H``)."""
+    return (
+        pl.col(priority_col)
+        .str.to_lowercase()
+        .replace_strict(SLA_HOURS, default=DEFAULT_SLA_H, return_dtype=pl.Float64)
+    )

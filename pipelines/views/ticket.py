@@ -1,0 +1,245 @@
+"""Ticket detail queries: header, lifecycle, GPS-derived physical events, arrival evidence."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from pipelines.settings import Thresholds
+from pipelines.store import Store
+from pipelines.views import TECHNICIAN_EVENTS, utc
+from pipelines.views.checklist import ChecklistInputs
+
+MOVING_MPS = 0.7
+CUSTOMER_STOP_M = 50.0
+MAX_FIXES = 2_000
+_NEAR_DEG = 0.0003  # ~30 m: IoT devices and repeat addresses "at" the customer
+_TECH_LIST = ", ".join(f"'{e}'" for e in TECHNICIAN_EVENTS)
+
+
+def ticket(store: Store, ticket_id: str, *, mask_personal: bool) -> dict[str, Any] | None:
+    """The ticket row; name and address are masked in SQL when ``mask_personal``."""
+    frame = store.query(
+        "SELECT ticket_id, tag, category, priority, region, created_ts, lat, lon, customer_id, "
+        "CASE WHEN ? THEN '•••' ELSE customer_name END AS customer_name, "
+        "CASE WHEN ? THEN '•••' ELSE address END AS address FROM tickets WHERE ticket_id = ?",
+        [mask_personal, mask_personal, ticket_id],
+    )
+    return frame.row(0, named=True) if frame.height else None
+
+
+def events(store: Store, ticket_id: str) -> pl.DataFrame:
+    return utc(
+        store.query(
+            "SELECT event_type, ts, actor, source, note FROM ticket_events "
+            "WHERE ticket_id = ? ORDER BY ts, event_type",
+            [ticket_id],
+        ),
+        "ts",
+    )
+
+
+def technician_of(store: Store, ticket_id: str) -> str | None:
+    value = store.scalar(
+        f"SELECT arg_max(actor, ts) FROM ticket_events WHERE ticket_id = ? "
+        f"AND event_type IN ({_TECH_LIST})",
+        [ticket_id],
+    )
+    return None if value is None else str(value)
+
+
+def fixes(
+    store: Store, technician_id: str, start: datetime, end: datetime, *, limit: int = MAX_FIXES
+) -> pl.DataFrame:
+    frame = store.query(
+        "SELECT ts, lat, lon, accuracy_m, speed_mps FROM gps_fixes WHERE technician_id = ? "
+        "AND ts BETWEEN ? AND ? ORDER BY ts LIMIT ?",
+        [technician_id, start, end, limit],
+    )
+    return utc(frame, "ts")
+
+
+def _haversine_m(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) -> pl.Expr:
+    r = 6_371_000.0
+    dlat = (lat2 - lat1).radians()
+    dlon = (lon2 - lon1).radians()
+    a = (dlat / 2).sin() ** 2 + lat1.radians().cos() * lat2.radians().cos() * (dlon / 2).sin() ** 2
+    return 2 * r * a.sqrt().arcsin()
+
+
+def stops_from_speed(fx: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
+    """Stops = runs of fixes slower than ``MOVING_MPS`` lasting ``stop_min_duration_s``. Pure."""
+    if fx.height == 0:
+        return pl.DataFrame(
+            schema={
+                "start_ts": pl.Datetime("us", "UTC"),
+                "end_ts": pl.Datetime("us", "UTC"),
+                "lat": pl.Float64,
+                "lon": pl.Float64,
+                "n": pl.UInt32,
+            }
+        )
+    dist = _haversine_m(pl.col("lat").shift(), pl.col("lon").shift(), pl.col("lat"), pl.col("lon"))
+    speed = pl.coalesce(
+        pl.col("speed_mps"), dist / pl.col("ts").diff().dt.total_seconds().clip(lower_bound=1)
+    )
+    return (
+        fx.sort("ts")
+        .with_columns(speed.fill_null(0.0).alias("_v"))
+        .with_columns((pl.col("_v") > MOVING_MPS).alias("_moving"))
+        .with_columns(
+            (pl.col("_moving") != pl.col("_moving").shift()).fill_null(True).cum_sum().alias("_run")
+        )
+        .filter(~pl.col("_moving"))
+        .group_by("_run", maintain_order=True)
+        .agg(
+            pl.col("ts").min().alias("start_ts"),
+            pl.col("ts").max().alias("end_ts"),
+            pl.col("lat").mean(),
+            pl.col("lon").mean(),
+            pl.len().alias("n"),
+        )
+        .filter(
+            ((pl.col("end_ts") - pl.col("start_ts")).dt.total_seconds() >= th.stop_min_duration_s)
+            & (pl.col("n") >= th.stop_min_fixes)
+        )
+        .drop("_run")
+    )
+
+
+def detect_stops(fx: pl.DataFrame, th: Thresholds) -> tuple[pl.DataFrame, str]:
+    """``geofence.stops.detect_stops`` when that module exists, else the speed rule."""
+    if importlib.util.find_spec("geofence.stops") is not None:
+        module = importlib.import_module("geofence.stops")
+        try:
+            found = module.detect_stops(
+                fx,
+                max_diameter_m=th.stop_max_diameter_m,
+                min_duration=timedelta(seconds=th.stop_min_duration_s),
+            )
+            names = {
+                "start": "start_ts",
+                "end": "end_ts",
+                "centroid_lat": "lat",
+                "centroid_lon": "lon",
+            }
+            found = found.rename({k: v for k, v in names.items() if k in found.columns})
+            return found.select("start_ts", "end_ts", "lat", "lon"), "geofence.stops"
+        except (TypeError, KeyError, ValueError, pl.exceptions.PolarsError):
+            pass
+    return stops_from_speed(fx, th).select("start_ts", "end_ts", "lat", "lon"), "speed"
+
+
+def physical_events(
+    stops: pl.DataFrame,
+    fx: pl.DataFrame,
+    customer: tuple[float, float],
+) -> pl.DataFrame:
+    """departed / arrived / left from stops: the customer stop is the nearest within 50 m."""
+    schema: dict[str, Any] = {
+        "event": pl.String,
+        "ts": pl.Datetime("us", "UTC"),
+        "lat": pl.Float64,
+        "lon": pl.Float64,
+    }
+    if stops.height == 0:
+        return pl.DataFrame(schema=schema)
+    near = stops.with_columns(
+        _haversine_m(pl.col("lat"), pl.col("lon"), pl.lit(customer[0]), pl.lit(customer[1])).alias(
+            "dist_m"
+        )
+    ).with_row_index("_i")
+    at_customer = near.filter(pl.col("dist_m") <= CUSTOMER_STOP_M).sort("dist_m")
+    if at_customer.height == 0:
+        return pl.DataFrame(schema=schema)
+    stop = at_customer.row(0, named=True)
+    rows = [
+        ("arrived", stop["start_ts"], stop["lat"], stop["lon"]),
+        ("left", stop["end_ts"], stop["lat"], stop["lon"]),
+    ]
+    before = near.filter(pl.col("_i") < stop["_i"])
+    if before.height:
+        prev = before.row(-1, named=True)
+        rows.insert(0, ("departed", prev["end_ts"], prev["lat"], prev["lon"]))
+    elif fx.height:
+        first = fx.sort("ts").row(0, named=True)
+        rows.insert(0, ("departed", first["ts"], first["lat"], first["lon"]))
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def arrival_check(store: Store, ticket_id: str) -> dict[str, Any] | None:
+    """The latest arrival check of the ticket with its evidence JSON decoded."""
+    frame = store.query(
+        "SELECT * FROM arrival_checks WHERE ticket_id = ? ORDER BY event_ts DESC LIMIT 1",
+        [ticket_id],
+    )
+    if frame.height == 0:
+        return None
+    row = frame.row(0, named=True)
+    try:
+        row["evidence"] = json.loads(row["evidence"])
+    except (TypeError, ValueError):
+        row["evidence"] = {"raw": row["evidence"]}
+    return row
+
+
+def checklist_inputs(store: Store, t: dict[str, Any], visit_ts: datetime) -> ChecklistInputs:
+    """Narrow IoT, outages, weather and earlier tickets to this address and visit time."""
+    lat, lon = t["lat"], t["lon"]
+    week = visit_ts - timedelta(days=7)
+    iot = store.query(
+        "SELECT d.device_id, d.kind, r.ts, r.metric, r.value, r.unit FROM iot_devices d "
+        "JOIN iot_readings r USING (device_id) WHERE (d.ticket_id = ? OR d.customer_id = ? OR "
+        "(abs(d.lat - ?) < ? AND abs(d.lon - ?) < ?)) AND r.ts BETWEEN ? AND ? "
+        "AND (lower(r.metric) LIKE '%vib%' OR lower(r.metric) LIKE '%rssi%' "
+        "OR lower(r.metric) LIKE '%wifi%') ORDER BY r.ts",
+        [t["ticket_id"], t["customer_id"], lat, _NEAR_DEG, lon, _NEAR_DEG, week, visit_ts],
+    )
+    outages = (
+        store.query(
+            "SELECT outage_id, cause, start_ts, end_ts, customers_affected FROM outages "
+            "WHERE (min_lat IS NULL OR ? BETWEEN min_lat AND max_lat) "
+            "AND (min_lon IS NULL OR ? BETWEEN min_lon AND max_lon) "
+            "AND start_ts <= ? AND (end_ts IS NULL OR end_ts >= ?) "
+            "AND ST_Contains(ST_GeomFromText(geom_wkt), ST_Point(?, ?)) ORDER BY start_ts",
+            [lat, lon, visit_ts, visit_ts, lon, lat],
+        )
+        if lat is not None
+        else pl.DataFrame()
+    )
+    weather = store.query(
+        "WITH g AS (SELECT grid_lat, grid_lon FROM (SELECT DISTINCT grid_lat, grid_lon "
+        "FROM weather_obs) ORDER BY (grid_lat - ?)^2 + (grid_lon - ?)^2 LIMIT 1) "
+        "SELECT w.ts, w.variable, w.value, w.unit FROM weather_obs w JOIN g "
+        "USING (grid_lat, grid_lon) WHERE w.ts BETWEEN ? AND ? AND "
+        "(lower(w.variable) LIKE '%precip%' OR lower(w.variable) LIKE '%rain%')",
+        [lat, lon, visit_ts - timedelta(hours=1), visit_ts + timedelta(hours=1)],
+    )
+    earlier = store.query(
+        "SELECT e.ticket_id, e.ts, e.note FROM tickets t2 JOIN ticket_events e "
+        "USING (ticket_id) WHERE e.event_type = 'parts_requested' AND t2.ticket_id <> ? "
+        "AND t2.created_ts < ? AND (t2.customer_id = ? OR t2.address = ? OR "
+        "(abs(t2.lat - ?) < ? AND abs(t2.lon - ?) < ?)) ORDER BY e.ts",
+        [
+            t["ticket_id"],
+            t["created_ts"],
+            t["customer_id"],
+            t.get("address"),
+            lat,
+            _NEAR_DEG / 6,
+            lon,
+            _NEAR_DEG / 6,
+        ],
+    )
+    return ChecklistInputs(
+        visit_ts=visit_ts.astimezone(UTC),
+        iot=utc(iot, "ts"),
+        outages=utc(outages, "start_ts", "end_ts"),
+        weather=utc(weather, "ts"),
+        earlier_parts=utc(earlier, "ts"),
+    )

@@ -1,0 +1,174 @@
+"""Log-in, role guard and warehouse scope, exercised over HTTP without a browser."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dashboard import create_app
+from dashboard.auth import is_guarded
+from pipelines.store import Store
+from tests.dashboard.conftest import PASSWORDS
+from tests.dashboard.helpers import call, login
+
+
+@pytest.fixture
+def app(settings):  # type: ignore[no-untyped-def]
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.server.test_client()
+
+
+def _as(app, name):  # type: ignore[no-untyped-def]
+    client = app.server.test_client()
+    assert login(client, name, PASSWORDS[name]).status_code == 302
+    return client
+
+
+@pytest.mark.parametrize("path", ["/", "/dispatch", "/ticket?id=T-1", "/alerts", "/analytics"])
+def test_unauthenticated_page_request_gets_the_login_page(client, path) -> None:  # type: ignore[no-untyped-def]
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+    page = client.get(response.headers["Location"])
+    assert page.status_code == 200
+    assert b'id="login-form"' in page.data
+
+
+@pytest.mark.parametrize("path", ["/_dash-layout", "/_dash-dependencies"])
+def test_unauthenticated_dash_endpoints_answer_401(client, path) -> None:  # type: ignore[no-untyped-def]
+    assert client.get(path).status_code == 401
+
+
+def test_unauthenticated_callback_post_answers_401(app, client) -> None:  # type: ignore[no-untyped-def]
+    response = call(
+        client, app, "alerts-list", [("url", "search", ""), ("alerts-version", "data", 0)]
+    )
+    assert response.status_code == 401
+
+
+def test_wrong_password_is_refused(client) -> None:  # type: ignore[no-untyped-def]
+    response = login(client, "dispatch", "nope")
+    assert response.status_code == 401
+    assert b"wrong password" in response.data
+    assert client.get("/_dash-layout").status_code == 401
+
+
+def test_login_redirect_stays_on_site(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/login",
+        data={"username": "dispatch", "next": "//evil.example/", "password": PASSWORDS["dispatch"]},
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_every_callback_is_guarded(app) -> None:  # type: ignore[no-untyped-def]
+    unguarded = [k for k, v in app.callback_map.items() if not is_guarded(v["callback"])]
+    assert unguarded == []
+
+
+@pytest.mark.parametrize(
+    ("user", "visible", "hidden"),
+    [
+        ("dispatch", ["Dispatch", "Alerts"], ["Analytics"]),
+        ("analyst", ["Dispatch", "Alerts", "Analytics"], []),
+        ("wh-north", ["Alerts"], ["Dispatch", "Analytics"]),
+    ],
+)
+def test_menu_shows_only_allowed_pages(app, user, visible, hidden) -> None:  # type: ignore[no-untyped-def]
+    layout = json.dumps(_as(app, user).get("/_dash-layout").get_json())
+    for name in visible:
+        assert f'"children": "{name}"' in layout
+    for name in hidden:
+        assert f'"children": "{name}"' not in layout
+
+
+def test_warehouse_user_gets_403_from_dispatch_callbacks(app) -> None:  # type: ignore[no-untyped-def]
+    client = _as(app, "wh-north")
+    response = call(
+        client,
+        app,
+        "dispatch-map",
+        [
+            ("dispatch-region", "value", None),
+            ("dispatch-tag", "value", None),
+            ("dispatch-status", "value", None),
+            ("dispatch-hours", "value", 0),
+            ("dispatch-layers", "value", ["tickets"]),
+            ("dispatch-refresh", "n_intervals", 0),
+        ],
+    )
+    assert response.status_code == 403
+    assert b"T-1" not in response.data
+
+
+def _alerts(client, app, search: str) -> str:  # type: ignore[no-untyped-def]
+    response = call(
+        client, app, "alerts-list", [("url", "search", search), ("alerts-version", "data", 0)]
+    )
+    assert response.status_code == 200
+    return json.dumps(response.get_json(), ensure_ascii=False)
+
+
+def test_warehouse_scope_holds_for_direct_callback_posts(app) -> None:  # type: ignore[no-untyped-def]
+    north = _as(app, "wh-north")
+    own = _alerts(north, app, "?alert=A-1")
+    assert "O-N1" in own
+    assert "O-S1" not in own
+    assert "O-S2" not in own
+    assert "Customer alice" not in own
+    assert "1 North Road" not in own
+    assert "•••" in own
+    # Another warehouse's alert, asked for by editing the URL: nothing about it leaks.
+    other = _alerts(north, app, "?alert=A-2")
+    assert "O-S2" not in other
+    assert "VALVE-PL" not in other
+    assert "not in your scope" in other
+    # The dispatcher sees everything, unmasked.
+    everything = _alerts(_as(app, "dispatch"), app, "?alert=A-1")
+    assert "O-N1" in everything
+    assert "O-S1" in everything
+    assert "Customer alice" in everything
+
+
+def test_warehouse_user_cannot_act_on_another_warehouses_order(app, settings) -> None:  # type: ignore[no-untyped-def]
+    north = _as(app, "wh-north")
+    trigger = {"type": "order-action", "action": "ack", "order": "O-S1"}
+    key = next(k for k in app.callback_map if k.startswith("..alerts-message"))
+    body = {
+        "output": key,
+        "outputs": [
+            {"id": "alerts-message", "property": "children"},
+            {"id": "alerts-version", "property": "data"},
+        ],
+        "inputs": [[{"id": trigger, "property": "n_clicks", "value": 1}]],
+        "state": [{"id": "alerts-version", "property": "data", "value": 0}],
+        "changedPropIds": [
+            json.dumps(trigger, separators=(",", ":"), sort_keys=True) + ".n_clicks"
+        ],
+    }
+    response = north.post("/_dash-update-component", json=body)
+    assert response.status_code == 200
+    assert "not found" in response.get_data(as_text=True)
+    store = app.server.config["FIELDTRACE_CONTEXT"].store
+    status = store.query("SELECT status FROM restock_orders WHERE order_id = 'O-S1'")
+    assert status["status"][0] == "sent"
+    assert store.count("audit_log") == 0
+
+
+def test_open_mode_needs_no_login(store_root) -> None:  # type: ignore[no-untyped-def]
+    from tests.dashboard.conftest import settings_for
+
+    app = create_app(settings_for(store_root, auth_mode="open"))
+    client = app.server.test_client()
+    assert client.get("/_dash-layout").status_code == 200
+    assert _alerts(client, app, "?alert=A-2").count("O-S2") >= 1
+
+
+def test_store_is_untouched_by_reads(settings) -> None:  # type: ignore[no-untyped-def]
+    with Store(settings.store_path) as store:
+        assert store.count("restock_orders") == 3
