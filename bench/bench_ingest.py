@@ -35,19 +35,20 @@ def make_parquet(path: Path, n: int, *, technicians: int = 5000, seed: int = 1) 
     walk_lon = np.cumsum(rng.normal(0, 0.00003, n)).reshape(technicians, per)
     walk_lat -= walk_lat[:, :1]
     walk_lon -= walk_lon[:, :1]
-    pl.DataFrame(
+    frame = pl.DataFrame(
         {
-            "technician_id": pl.Series([f"tech-{i:05d}" for i in range(technicians)]).gather(
-                pl.Series(tech)
-            ),
-            "ts": pl.Series(step * 5_000_000, dtype=pl.Int64).cast(pl.Duration("us")) + pl.lit(t0),
+            "technician_id": pl.Series([f"tech-{i:05d}" for i in range(technicians)]).gather(tech),
+            "ts_us": step * 5_000_000 + int(t0.timestamp() * 1e6),
             "lat": (lat0[:, None] + walk_lat).ravel(),
             "lon": (lon0[:, None] + walk_lon).ravel(),
             "accuracy_m": rng.uniform(3, 15, n),
             "speed_mps": rng.uniform(0, 14, n),
             "heading_deg": rng.uniform(0, 360, n),
         }
-    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC"))).write_parquet(path)
+    )
+    frame.with_columns(ts=pl.col("ts_us").cast(pl.Datetime("us", "UTC"))).drop(
+        "ts_us"
+    ).write_parquet(path)
 
 
 FULL = """

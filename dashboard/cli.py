@@ -13,12 +13,18 @@ import typer
 
 from pipelines import cli as data_cli
 from pipelines.cli import app, console
+from pipelines.settings import Settings
 
 
-def _serve(host: str, port: int, debug: bool) -> None:
+def _serve(s: Settings, host: str, port: int, *, debug: bool, prod: bool, workers: int) -> None:
+    if prod:
+        from dashboard.serving import serve_prod
+
+        console.print(f"[bold green]FieldTrace[/] gunicorn x{workers} on http://{host}:{port}")
+        serve_prod(s, workers=workers, bind=f"{host}:{port}")
+        return
     from dashboard import create_app
 
-    s = data_cli.settings()
     dash_app = create_app(s)
     console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
     dash_app.run(host=host, port=port, debug=debug)
@@ -29,9 +35,24 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8050,
     debug: Annotated[bool, typer.Option(help="Dash debug mode.")] = False,
+    prod: Annotated[bool, typer.Option("--prod", help="Serve through gunicorn.")] = False,
+    workers: Annotated[int, typer.Option(help="gunicorn workers with --prod.")] = 2,
 ) -> None:
-    """Serve the dashboard."""
-    _serve(host, port, debug)
+    """Serve the dashboard (see docs/SERVING.md for the multi-worker plan)."""
+    _serve(data_cli.settings(), host, port, debug=debug, prod=prod, workers=workers)
+
+
+def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:
+    """Generate (once), ingest (idempotent), verify arrivals, evaluate alerts, create users."""
+    from pipelines.cli_users import demo as demo_users
+
+    world: Path = s.data_dir / "demo"
+    if not (world / "manifest.json").exists():
+        data_cli.generate(out_dir=world, seed=seed, scale=scale, days=30)
+    data_cli.ingest_world(world, s)
+    for step in data_cli.DEMO_STEPS:
+        step(s)
+    demo_users(warehouse=None)
 
 
 @app.command()
@@ -44,16 +65,10 @@ def demo(
 ) -> None:
     """Generate the demo world, ingest it through the validated path, and serve it."""
     s = data_cli.settings()
-    world: Path = s.data_dir / "demo"
-    if not (world / "manifest.json").exists():
-        data_cli.generate(out_dir=world, seed=seed, scale=scale, days=30)
-    data_cli.ingest_world(world, s)
+    prepare_demo(s, seed=seed, scale=scale)
     if not no_serve:
-        _serve(host, port, debug=False)
+        _serve(s, host, port, debug=False, prod=False, workers=1)
 
 
 def main() -> None:
     app()
-
-
-__all__ = ["main", "typer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -120,6 +121,33 @@ def ingest_paths(
     return results
 
 
+TICKET_FEED_FORMATS = ("open311", "socrata")
+
+
+def ingest_ticket_feeds(
+    store: Store, paths: list[Path], s: Settings, opts: IngestOptions, quiet: bool = False
+) -> list[IngestResult]:
+    """A 311 feed file holds tickets and their lifecycle: ingest both, tickets first."""
+    from pipelines.sources.tickets import ingest_ticket_feed
+
+    results: list[IngestResult] = []
+    with progress_bar() as bar:
+        task = bar.add_task("ingest 311 feed", total=len(paths))
+        for path in paths:
+            feed = ingest_ticket_feed(store, path, s, opts)
+            results += [feed.tickets, feed.events]
+            bar.update(task, advance=1)
+    if not quiet:
+        for r in results:
+            console.print(
+                f"[green]{r.path}[/] as {r.kind}: read {r.rows_read:,} = accepted "
+                f"{r.rows_accepted:,} + quarantined {r.rows_quarantined:,}"
+                + (" (already ingested)" if r.skipped else "")
+                + (f" reasons: {r.reasons}" if r.reasons else "")
+            )
+    return results
+
+
 @app.command()
 def ingest(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(KINDS))}")],
@@ -162,7 +190,10 @@ def ingest(
     )
     try:
         with open_store(s) as store:
-            results = ingest_paths(store, kind, paths, s, opts, quiet=as_json)
+            if kind == "tickets" and fmt in TICKET_FEED_FORMATS:
+                results = ingest_ticket_feeds(store, paths, s, opts, quiet=as_json)
+            else:
+                results = ingest_paths(store, kind, paths, s, opts, quiet=as_json)
     except FieldTraceError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -273,3 +304,26 @@ def ingest_world_cmd(
     """Ingest every file of a generated world (re-running adds nothing)."""
     s = settings()
     ingest_world(world or s.data_dir / "demo", s)
+
+
+def _demo_alerts(s: Settings) -> None:
+    from pipelines.cli_alerts import run_for_demo
+
+    run_for_demo(s)
+
+
+# Analysis steps `fieldtrace demo` runs after ingest, in order (arrivals, then alerts).
+DEMO_STEPS: list[Callable[[Settings], None]] = []
+
+
+def _mount_subcommands() -> None:
+    from pipelines.cli_alerts import alerts_app
+    from pipelines.cli_sources import fetch_app
+    from pipelines.cli_users import users_app
+
+    app.add_typer(fetch_app, name="fetch")
+    app.add_typer(users_app, name="users")
+    app.add_typer(alerts_app, name="alerts")
+
+
+_mount_subcommands()

@@ -164,6 +164,15 @@ def _cast_expr(name: str, dtype: pl.DataType, src: pl.DataType, tz: str) -> pl.E
     return col.cast(dtype, strict=False)
 
 
+def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as text (lists joined with ';') for messages and raw records."""
+    if isinstance(dtype, pl.List | pl.Array):
+        return pl.col(name).cast(pl.List(pl.String)).list.join(";")
+    if isinstance(dtype, pl.Struct):
+        return pl.col(name).struct.json_encode()
+    return pl.col(name).cast(pl.String)
+
+
 def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Cast to the kind's types; a value that is present but does not cast is quarantined."""
     missing = [c for c in spec.required if c not in frame.columns]
@@ -177,10 +186,12 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
     typed = frame.select(pl.col("_row"), *casts)
     rejects: list[pl.DataFrame] = []
     for c in present:
+        if frame.schema[c] == spec.columns[c]:
+            continue  # already typed (Parquet): nothing can fail to cast
         raw_present = pl.col(c).is_not_null()
         if frame.schema[c] == pl.String:
             raw_present &= pl.col(c).str.strip_chars() != ""
-        bad = frame.select("_row", pl.col(c).cast(pl.String).alias("_v"), raw_present.alias("_p"))
+        bad = frame.select("_row", _as_text(c, frame.schema[c]).alias("_v"), raw_present.alias("_p"))
         bad = bad.with_columns(typed.get_column(c).is_null().alias("_n")).filter(
             pl.col("_p") & pl.col("_n")
         )
@@ -196,6 +207,20 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
                     ).alias("reason"),
                 )
             )
+    for c in present:
+        if spec.columns[c] == pl.Float64:
+            nan = typed.filter(pl.col(c).is_nan())
+            if c in spec.required:
+                rejects.append(
+                    nan.select(
+                        "_row",
+                        pl.lit("not_finite").alias("rule"),
+                        pl.lit(c).alias("field"),
+                        pl.lit(f"{c}=NaN is not a finite number").alias("reason"),
+                    )
+                )
+            else:
+                typed = typed.with_columns(pl.col(c).fill_nan(None))
     for c in spec.required:
         rejects.append(
             typed.filter(pl.col(c).is_null()).select(
@@ -356,7 +381,9 @@ def _raw_json(source: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
         return picked.select("_row", pl.lit(None, pl.String).alias("raw"))
     return picked.select(
         "_row",
-        pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode().alias("raw"),
+        pl.struct([_as_text(c, source.schema[c]).alias(c) for c in cols])
+        .struct.json_encode()
+        .alias("raw"),
     )
 
 

@@ -248,7 +248,7 @@ def duplicate(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataF
         )
     ]
     if ctx.existing_keys is not None and ctx.existing_keys.height:
-        existing = ctx.existing_keys.select(key).cast(frame.select(key).schema)  # type: ignore[arg-type]
+        existing = ctx.existing_keys.select(key).cast(frame.select(key).schema)
         hit = frame.join(existing, on=key, how="semi")
         out.append(
             _rejects(
@@ -271,7 +271,15 @@ def closed_before_created(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext)
     )
     if ctx.ticket_created is not None and ctx.ticket_created.height:
         created = (
-            pl.concat([created, ctx.ticket_created.select("ticket_id", "_created")])
+            pl.concat(
+                [
+                    created,
+                    ctx.ticket_created.select(
+                        "ticket_id",
+                        pl.col("_created").dt.convert_time_zone("UTC").dt.cast_time_unit("us"),
+                    ),
+                ]
+            )
             .group_by("ticket_id")
             .agg(pl.col("_created").min())
         )

@@ -50,12 +50,12 @@ def _card(label: str, value: int) -> html.Div:
     return html.Div(
         [html.Div(f"{value:,}", className="card-value"), html.Div(label, className="card-label")],
         className="card",
-        **{"data-table": label},
+        id={"type": "status-card", "table": label},
     )
 
 
-def _table(frame: Any, table_id: str) -> dash_table.DataTable:
-    return dash_table.DataTable(
+def _table(frame: Any, table_id: str) -> Any:
+    return dash_table.DataTable(  # type: ignore[attr-defined]
         id=table_id,
         data=frame.to_dicts(),
         columns=[{"name": c, "id": c} for c in frame.columns],
