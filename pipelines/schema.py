@@ -335,6 +335,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "alert runs, alert closing, order routing detail, delivery attempts",
+        (
+            """
+            CREATE TABLE alert_runs (
+                run_id VARCHAR PRIMARY KEY,
+                eval_ts TIMESTAMPTZ NOT NULL,
+                ran_at TIMESTAMPTZ NOT NULL,
+                mode VARCHAR NOT NULL,
+                config_version VARCHAR NOT NULL,
+                tickets_read BIGINT NOT NULL,
+                skipped VARCHAR NOT NULL,
+                firing_cells INTEGER NOT NULL,
+                alerts_new INTEGER NOT NULL,
+                alerts_updated INTEGER NOT NULL,
+                alerts_closed INTEGER NOT NULL,
+                orders_created INTEGER NOT NULL
+            )
+            """,
+            "ALTER TABLE cluster_alerts ADD COLUMN detected_at TIMESTAMPTZ",
+            "ALTER TABLE cluster_alerts ADD COLUMN last_eval_ts TIMESTAMPTZ",
+            "ALTER TABLE cluster_alerts ADD COLUMN closed_at TIMESTAMPTZ",
+            "ALTER TABLE restock_orders ADD COLUMN distance_m DOUBLE",
+            "ALTER TABLE restock_orders ADD COLUMN member_count INTEGER",
+            """
+            CREATE TABLE delivery_attempts (
+                message_id VARCHAR NOT NULL,
+                attempt INTEGER NOT NULL,
+                attempted_at TIMESTAMPTZ NOT NULL,
+                status_code INTEGER,
+                error VARCHAR,
+                duration_ms DOUBLE NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
@@ -358,6 +395,8 @@ TABLES: frozenset[str] = frozenset(
         "restock_orders",
         "outbox",
         "audit_log",
+        "alert_runs",
+        "delivery_attempts",
     }
 )
 
