@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -306,24 +307,56 @@ def ingest_world_cmd(
     ingest_world(world or s.data_dir / "demo", s)
 
 
-def _demo_alerts(s: Settings) -> None:
-    from pipelines.cli_alerts import run_for_demo
+def demo_alerts(s: Settings, *, step_h: float = 2.0) -> None:
+    """Replay the demo month's alert evaluation and deliver to the reference warehouse receiver.
 
-    run_for_demo(s)
+    The receiver (a real HTTP server on 127.0.0.1:8765, where the demo warehouses' webhooks
+    point) verifies signatures and logs to data/warehouse_inbox.jsonl. Re-running is a no-op.
+    """
+    from pipelines.cli_alerts import run_cmd
+    from pipelines.rules_config import load_config
+    from pipelines.webhook_receiver import WarehouseReceiver
+
+    with open_store(s) as store:
+        if store.count("cluster_alerts") or not store.count("tickets"):
+            return
+        first = store.scalar("SELECT min(created_ts) FROM tickets")
+    since = (first + timedelta(hours=72)).isoformat()
+    config = load_config(None)
+    with WarehouseReceiver(
+        config.secret_for, port=8765, log_path=s.data_dir / "warehouse_inbox.jsonl"
+    ):
+        run_cmd(
+            at="latest",
+            since=since,
+            step_h=step_h,
+            deliver=True,
+            full=False,
+            rules=None,
+            as_json=False,
+        )
 
 
-# Analysis steps `fieldtrace demo` runs after ingest, in order (arrivals, then alerts).
-DEMO_STEPS: list[Callable[[Settings], None]] = []
+def demo_arrivals(s: Settings) -> None:
+    """Verify every demo arrival (idempotent: verdicts are replaced, not added)."""
+    from pipelines.cli_arrivals import verify_cmd
+
+    verify_cmd(since=None)
 
 
 def _mount_subcommands() -> None:
     from pipelines.cli_alerts import alerts_app
+    from pipelines.cli_arrivals import arrivals_app
     from pipelines.cli_sources import fetch_app
     from pipelines.cli_users import users_app
 
     app.add_typer(fetch_app, name="fetch")
     app.add_typer(users_app, name="users")
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(arrivals_app, name="arrivals")
 
+
+# Analysis steps `fieldtrace demo` runs after ingest, in order (arrivals, then alerts).
+DEMO_STEPS: list[Callable[[Settings], None]] = [demo_arrivals, demo_alerts]
 
 _mount_subcommands()

@@ -1,0 +1,206 @@
+"""Arrival verdicts: one table row per branch of the rule, plus evidence columns."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from geofence.errors import FrameContractError, ThresholdError
+from geofence.verdict import ArrivalThresholds, verify_arrivals
+from tests.geofence.builders import T0, make_arrivals, make_fixes, make_stops, make_uwb
+
+
+@dataclass
+class Case:
+    path: list[tuple[float, float]]  # fixes every 20 s from T0; the arrival is at T0 + 40 s
+    accuracy_m: float | list[float | None] = 3.0
+    stops: list[dict[str, object]] = field(default_factory=list)
+    uwb: list[dict[str, object]] = field(default_factory=list)
+    site_id: str | None = None
+    mock: list[bool] | None = None
+    now: datetime | None = None
+    start_s: float = 0.0
+
+
+NEAR = [(1.0, 0.0)] * 3
+CASES = {
+    "fix_within_radius": (Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)]), "VERIFIED", None, "gps_fix"),
+    "stop_centroid_close": (
+        Case(
+            [(3.0, 0.0), (3.5, 0.0), (3.0, 0.5)],
+            accuracy_m=10.0,
+            stops=[{"east_m": 1.0, "se_m": 0.5}],
+        ),
+        "VERIFIED",
+        None,
+        "stop",
+    ),
+    "uwb_indoors_wins": (
+        Case([(200.0, 0.0)] * 3, site_id="S1", uwb=[{"at_s": 45, "east_m": 1.0}]),
+        "VERIFIED",
+        None,
+        "uwb",
+    ),
+    "uwb_far": (
+        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 10.0}]),
+        "REJECTED",
+        None,
+        "uwb",
+    ),
+    "uwb_straddles": (
+        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 4.9}]),
+        "INCONCLUSIVE",
+        "straddles_radius",
+        "uwb",
+    ),
+    "uwb_too_inaccurate_is_ignored": (
+        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 30.0, "error_m": 2.0}]),
+        "VERIFIED",
+        None,
+        "gps_fix",
+    ),
+    "fix_far": (Case([(50.0, 0.0)] * 3, accuracy_m=5.0), "REJECTED", None, "gps_fix"),
+    "stop_far_without_good_fix": (
+        Case([(45.0, 0.0)] * 3, accuracy_m=40.0, stops=[{"east_m": 50.0, "se_m": 1.0}]),
+        "REJECTED",
+        None,
+        "stop",
+    ),
+    "poor_accuracy": (
+        Case([(1.0, 0.0)] * 3, accuracy_m=40.0),
+        "INCONCLUSIVE",
+        "poor_accuracy",
+        None,
+    ),
+    "null_accuracy_is_poor": (
+        Case(NEAR, accuracy_m=[None, None, None]),
+        "INCONCLUSIVE",
+        "poor_accuracy",
+        None,
+    ),
+    "no_fix_within_window": (
+        Case(NEAR, start_s=600.0),
+        "INCONCLUSIVE",
+        "no_fix_within_window",
+        None,
+    ),
+    "gps_blind_no_uwb": (
+        Case(NEAR, start_s=600.0, site_id="S9"),
+        "INCONCLUSIVE",
+        "gps_blind_no_uwb",
+        None,
+    ),
+    "straddles_radius": (Case([(4.0, 0.0)] * 3), "INCONCLUSIVE", "straddles_radius", None),
+    "spoof_speed": (
+        Case([(0.0, 20_000.0), (1.0, 0.0), (1.0, 0.5)]),
+        "INCONCLUSIVE",
+        "spoof_speed",
+        None,
+    ),
+    "spoof_repeated_coords": (
+        Case([(1.0, 0.0)] * 6),
+        "INCONCLUSIVE",
+        "spoof_repeated_coords",
+        None,
+    ),
+    "mock_location": (
+        Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)], mock=[False, False, True]),
+        "INCONCLUSIVE",
+        "mock_location",
+        None,
+    ),
+    "future_fix": (
+        Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)], now=T0 + timedelta(seconds=30)),
+        "INCONCLUSIVE",
+        "future_fix",
+        None,
+    ),
+}
+
+
+def _run(case: Case, th: ArrivalThresholds = ArrivalThresholds()) -> dict[str, object]:
+    fx = make_fixes(
+        case.path,
+        step_s=20,
+        accuracy_m=case.accuracy_m,
+        mock_location=case.mock,
+        start=T0 + timedelta(seconds=case.start_s),
+    )
+    arrivals = make_arrivals([{"at_s": 40, "site_id": case.site_id}])
+    uwb = make_uwb(case.uwb) if case.uwb else None
+    out = verify_arrivals(arrivals, fx, make_stops(case.stops), uwb, th, now=case.now)
+    assert out.height == 1
+    return out.row(0, named=True)
+
+
+@pytest.mark.parametrize(("case", "verdict", "reason", "decided_by"), CASES.values(), ids=CASES)
+def test_verdict_table(
+    case: Case, verdict: str, reason: str | None, decided_by: str | None
+) -> None:
+    row = _run(case)
+    assert (row["verdict"], row["reason"], row["decided_by"]) == (verdict, reason, decided_by)
+
+
+def test_evidence_columns() -> None:
+    row = _run(CASES["fix_within_radius"][0])
+    assert row["fix_before_ts"] == T0 + timedelta(seconds=40)
+    assert row["fix_after_ts"] == T0 + timedelta(seconds=40)
+    assert row["distance_m"] == pytest.approx(1.0, abs=1e-3)
+    assert row["accuracy_m"] == 3.0
+    assert row["n_fixes_in_window"] == 3
+    assert row["physical_arrival_ts"] == T0  # first fix within the radius
+    assert row["status_lag_s"] == 40.0
+    assert json.loads(str(row["thresholds"]))["radius_m"] == 5.0
+    assert row["rule_version"] == "arrival-v1"
+
+
+def test_stop_evidence_and_physical_arrival_from_stop_start() -> None:
+    row = _run(CASES["stop_centroid_close"][0])
+    assert row["stop_n_fixes"] == 10
+    assert row["stop_se_m"] == 0.5
+    assert row["stop_distance_m"] == pytest.approx(1.0, abs=1e-3)
+    assert row["physical_arrival_ts"] == T0 - timedelta(seconds=300)
+    assert row["status_lag_s"] == 340.0
+
+
+def test_stops_with_too_few_fixes_or_out_of_time_are_ignored() -> None:
+    few = Case([(3.0, 0.0)] * 3, accuracy_m=10.0, stops=[{"east_m": 1.0, "n_fixes": 2}])
+    late = Case([(3.0, 0.0)] * 3, accuracy_m=10.0, stops=[{"start_s": 400, "end_s": 900}])
+    for case in (few, late):
+        row = _run(case)
+        assert (row["verdict"], row["stop_n_fixes"]) == ("INCONCLUSIVE", None)
+
+
+def test_many_arrivals_keep_one_row_each() -> None:
+    fx = pl.concat([make_fixes(NEAR[:2], technician_id=t, step_s=20) for t in ("a", "b", "c")])
+    arrivals = make_arrivals(
+        [
+            {"technician_id": t, "at_s": s, "event_id": f"{t}{s}"}
+            for t in ("a", "b", "d")
+            for s in (0, 20, 900)
+        ]
+    )
+    out = verify_arrivals(arrivals, fx, make_stops(), None)
+    assert sorted(out["event_id"]) == sorted(arrivals["event_id"])
+    counts = out.group_by("verdict").len().sort("verdict").rows()
+    assert counts == [("INCONCLUSIVE", 5), ("VERIFIED", 4)]
+
+
+def test_thresholds_are_checked_and_stated() -> None:
+    with pytest.raises(ThresholdError, match="radius_m"):
+        ArrivalThresholds(radius_m=0.0)
+    with pytest.raises(ThresholdError, match="max_fix_gap"):
+        ArrivalThresholds(max_fix_gap=timedelta(seconds=-1))
+    strict = ArrivalThresholds(radius_m=1.0, rule_version="arrival-test")
+    row = _run(CASES["fix_within_radius"][0], strict)
+    assert (row["verdict"], row["rule_version"]) == ("INCONCLUSIVE", "arrival-test")
+
+
+def test_missing_arrival_column_is_named() -> None:
+    arrivals = make_arrivals([{}]).drop("customer_lon")
+    with pytest.raises(FrameContractError, match="customer_lon"):
+        verify_arrivals(arrivals, make_fixes(NEAR), make_stops(), None)
