@@ -69,6 +69,7 @@ class ArrivalThresholds:
     repeat_coord_run: int = 5
     uwb_max_error_m: float = 0.5
     arrival_lookback: timedelta = field(default=timedelta(minutes=30))
+    reject_window: timedelta = timedelta(seconds=30)
     rule_version: str = "arrival-v1"
 
     def __post_init__(self) -> None:
@@ -199,29 +200,47 @@ def _nearest_fix(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> pl
 
 
 def _window_counts(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
-    """Fixes within ±max_fix_gap, and the first fix inside the radius in the lookback."""
-    joined = (
-        a.select("event_id", "technician_id", "ts", "customer_lat", "customer_lon")
-        .join(
-            fx.select(
-                "technician_id", pl.col("ts").alias("fts"), "lat", "lon", "accuracy_m", *_SPOOFS
-            ),
-            on="technician_id",
-        )
-        .filter(
-            pl.col("fts").is_between(
-                pl.col("ts") - th.arrival_lookback, pl.col("ts") + th.max_fix_gap
+    """Per arrival: fixes within ±max_fix_gap, their spoof flags, the closest any of them could
+    be (``distance - reject_margin_k·accuracy``), and the first fix inside the radius in the
+    lookback.
+
+    Linear in the number of fixes: each fix is mapped to the arrival it can be evidence for by
+    two as-of joins (the next arrival within the lookback, the previous one within the gap),
+    never by a join of every fix with every arrival of the technician.
+    """
+    arr = a.select(
+        "event_id", "technician_id", pl.col("ts").alias("a_ts"), "customer_lat", "customer_lon"
+    ).sort("technician_id", "a_ts")
+    f = fx.select(
+        "technician_id", pl.col("ts").alias("fts"), "lat", "lon", "accuracy_m", *_SPOOFS
+    ).sort("technician_id", "fts")
+    mapped = pl.concat(
+        [
+            f.join_asof(
+                arr,
+                left_on="fts",
+                right_on="a_ts",
+                by="technician_id",
+                strategy=strategy,
+                tolerance=tolerance,
+                check_sortedness=False,
+            ).filter(pl.col("event_id").is_not_null())
+            for strategy, tolerance in (
+                ("forward", th.arrival_lookback),
+                ("backward", th.max_fix_gap),
             )
-        )
-    )
+        ]
+    ).unique(["event_id", "fts"], keep="first")
     d = _dist("lat", "lon", "customer_lat", "customer_lon")
-    within = d + th.accuracy_k * pl.col("accuracy_m").fill_null(float("inf")) <= th.radius_m
-    in_window = pl.col("fts").is_between(
-        pl.col("ts") - th.max_fix_gap, pl.col("ts") + th.max_fix_gap
-    )
-    return joined.group_by("event_id").agg(
+    acc = pl.col("accuracy_m")
+    within = d + th.accuracy_k * acc.fill_null(float("inf")) <= th.radius_m
+    in_window = (pl.col("fts") - pl.col("a_ts")).abs() <= th.max_fix_gap
+    near_event = (pl.col("fts") - pl.col("a_ts")).abs() <= min(th.reject_window, th.max_fix_gap)
+    usable = near_event & (acc <= th.max_accuracy_m).fill_null(False)
+    return mapped.group_by("event_id").agg(
         in_window.sum().cast(pl.Int64).alias("n_fixes_in_window"),
         pl.col("fts").filter(within).min().alias("_first_in_radius_ts"),
+        (d - th.reject_margin_k * acc).filter(usable).min().alias("_w_min_lower_m"),
         *(pl.col(name).filter(in_window).any().alias(f"_w_{name}") for name in _SPOOFS),
     )
 
@@ -325,7 +344,15 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     fix_ok = has_fix & pl.col("fix_ok")
     acc = pl.col("fix_accuracy_m")
     fix_in = fix_ok & (pl.col("fix_d") + th.accuracy_k * acc <= r)
-    fix_out = fix_ok & (pl.col("fix_d") - th.reject_margin_k * acc > r)
+    # Reject on GPS only when every usable fix within ±reject_window is confidently outside:
+    # reported accuracy understates the true error about a third of the time, so one fix is
+    # not enough. (A window shorter than max_fix_gap: a technician driving on after a false tap
+    # must not be excused by where they were two minutes later.)
+    fix_out = (
+        fix_ok
+        & (pl.col("fix_d") - th.reject_margin_k * acc > r)
+        & (pl.col("_w_min_lower_m") > r).fill_null(False)
+    )
     stop_in = (pl.col("stop_distance_m") + th.stop_se_k * pl.col("stop_se_m") <= r).fill_null(False)
     stop_out = (pl.col("stop_distance_m") - th.reject_margin_k * pl.col("stop_se_m") > r).fill_null(
         False
