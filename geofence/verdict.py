@@ -199,6 +199,12 @@ def _nearest_fix(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> pl
     )
 
 
+def _WINDOW_SIDES(  # noqa: N802 - reads as a constant table
+    th: ArrivalThresholds,
+) -> tuple[tuple[Literal["backward", "forward"], timedelta], ...]:
+    return (("forward", th.arrival_lookback), ("backward", th.max_fix_gap))
+
+
 def _window_counts(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     """Per arrival: fixes within ±max_fix_gap, their spoof flags, the closest any of them could
     be (``distance - reject_margin_k·accuracy``), and the first fix inside the radius in the
@@ -225,10 +231,7 @@ def _window_counts(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> 
                 tolerance=tolerance,
                 check_sortedness=False,
             ).filter(pl.col("event_id").is_not_null())
-            for strategy, tolerance in (
-                ("forward", th.arrival_lookback),
-                ("backward", th.max_fix_gap),
-            )
+            for strategy, tolerance in _WINDOW_SIDES(th)
         ]
     ).unique(["event_id", "fts"], keep="first")
     d = _dist("lat", "lon", "customer_lat", "customer_lon")

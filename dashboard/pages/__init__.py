@@ -15,6 +15,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "dashboard.pages.ticket",
     "dashboard.pages.alerts",
     "dashboard.pages.analytics",
+    "dashboard.pages.replay",
 )
 
 
