@@ -1,0 +1,313 @@
+"""Replay page: request parsing, playback samples, the CWRU spectrum figure, evidence export and
+a real-browser run over a planted false arrival (click node, play, deep link, export)."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from dashboard import create_app
+from dashboard import pages as page_registry
+from dashboard import replay_ids as rid
+from dashboard.context import AppContext
+from dashboard.figures.maps import Basemap
+from dashboard.figures.replay import downsample, playback_samples
+from dashboard.pages.replay import export_view, parse_request, spectrum_view
+from geofence.replay_state import state_at
+from pipelines.replay import replay_bundle
+from pipelines.settings import Settings, load_settings
+from pipelines.store import Store
+from tests.dashboard.helpers import call
+from tests.pipelines.test_replay import (
+    CUSTOMER,
+    T0,
+    at,
+    make_check,
+    make_events,
+    make_fixes,
+    make_outage,
+    make_ticket,
+    offset,
+    square_wkt,
+    write,
+)
+
+ARRIVED = "T-FA-arrived-4"
+FALSE_STOP_M = 250.0
+
+
+def planted_tables() -> dict[str, list[dict[str, Any]]]:
+    """A false arrival: tech-f taps 'arrived' at +40 while standing 250 m north of the customer."""
+    drive = [
+        (m, offset(2000 - (2000 - FALSE_STOP_M) * (m - 12) / 23, 0))
+        for m in (12 + k / 4 for k in range(0, 93))
+    ]  # +12 … +35 in 15 s steps
+    stay = [(35 + k / 4, offset(FALSE_STOP_M + (k % 3) - 1, 0)) for k in range(1, 121)]
+    return {
+        "tickets": [make_ticket("T-FA", CUSTOMER)],
+        "ticket_events": make_events(
+            "T-FA",
+            [
+                ("created", 0, "dispatch"),
+                ("assigned", 5, "dispatch"),
+                ("accepted", 10, "tech-f"),
+                ("departed", 12, "tech-f"),
+                ("arrived", 40, "tech-f"),
+                ("work_started", 45, "tech-f"),
+                ("completed", 70, "tech-f"),
+            ],
+        ),
+        "gps_fixes": make_fixes("tech-f", drive + stay),
+        "outages": [make_outage("OUT-1", square_wkt(CUSTOMER, 400), at(-60), None)],
+        "weather_obs": [
+            {
+                "grid_lat": 30.25,
+                "grid_lon": 120.10,
+                "ts": at(h * 60),
+                "variable": "precipitation",
+                "value": 3.0 + h,
+                "unit": "mm",
+            }
+            for h in range(-1, 3)
+        ],
+        "iot_devices": [{"device_id": "D-1", "customer_id": "cust-r", "kind": "compressor"}],
+        "iot_readings": [
+            {
+                "device_id": "D-1",
+                "ts": at(m),
+                "metric": "vibration_rms",
+                "value": 2.0 + m / 20,
+                "unit": "mm/s",
+            }
+            for m in range(-30, 120, 5)
+        ],
+        "arrival_checks": [make_check(ARRIVED, "T-FA", "tech-f", at(40), "REJECTED", FALSE_STOP_M)],
+    }
+
+
+@pytest.fixture
+def replay_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    if "dashboard.pages.replay" not in page_registry.PAGE_MODULES:
+        monkeypatch.setattr(
+            page_registry, "PAGE_MODULES", (*page_registry.PAGE_MODULES, "dashboard.pages.replay")
+        )
+    write(tmp_path / "ft.duckdb", planted_tables())
+    return load_settings(
+        store_path=tmp_path / "ft.duckdb",
+        users_file=tmp_path / "users.toml",
+        basemap_style="white-bg",
+        auth_mode="open",
+        data_dir=tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [
+        ("", {"ticket": None, "node": None, "t": None, "window_min": 30}),
+        (
+            "?ticket=T-1&node=E-4&t=2026-01-01T00:00:00Z&w=60",
+            {"ticket": "T-1", "node": "E-4", "t": "2026-01-01T00:00:00Z", "window_min": 60},
+        ),
+        ("?ticket=T-1&w=7", {"ticket": "T-1", "node": None, "t": None, "window_min": 30}),
+        ("?ticket=T-1&w=abc", {"ticket": "T-1", "node": None, "t": None, "window_min": 30}),
+    ],
+)
+def test_parse_request(search: str, expected: dict[str, Any]) -> None:
+    assert parse_request(search) == expected
+
+
+def test_downsample_keeps_latest_at_or_before_per_key() -> None:
+    ts = [T0 + timedelta(seconds=s) for s in range(3600)]
+    frame = pl.DataFrame({"ts": ts * 2, "k": ["a"] * 3600 + ["b"] * 3600, "v": list(range(7200))})
+    small = downsample(frame, T0, T0 + timedelta(hours=1), keys=("k",), max_points=500)
+    assert small.height <= 500
+    for probe in (T0, T0 + timedelta(minutes=17), T0 + timedelta(hours=1)):
+        # On the grid the value shown is the original's latest-at-or-before; between grid
+        # points it is never newer than the original.
+        got = state_at({"s": small}, probe, key_cols={"s": ("k",)})["s"].latest
+        want = state_at({"s": frame}, probe, key_cols={"s": ("k",)})["s"].latest
+        assert (got["v"] <= want["v"]).all()
+        assert got["k"].to_list() == ["a", "b"]
+
+
+def test_playback_samples_are_compact_and_cover_the_window(replay_settings: Settings) -> None:
+    with Store(replay_settings.store_path, read_only=True) as store:
+        bundle = replay_bundle(store, "T-FA", at(40))
+    samples = playback_samples(bundle, max_points=100)
+    assert samples["start_ms"] == int(at(10).timestamp() * 1000)
+    assert 0 < len(samples["gps"]["t"]) <= 100
+    assert samples["gps"]["t"] == sorted(samples["gps"]["t"])
+    assert samples["events"]["event_id"][4] == ARRIVED
+    assert samples["uwb"]["t"] == []
+    assert samples["technicians"] == ["tech-f"]
+
+
+@pytest.mark.realdata
+def test_spectrum_figure_marks_bpfi_on_a_cwru_inner_race_slice(
+    realdata: Path, tmp_path: Path
+) -> None:
+    samples = pl.read_csv(realdata / "cwru_bearing_12k_slices" / "IR007_0_X105_first1s.csv")
+    tables = planted_tables()
+    path = write(tmp_path / "ft.duckdb", tables)
+    with Store(path) as store, store.transaction() as tx:
+        tx.insert_frame(
+            "vibration_series",
+            pl.DataFrame(
+                {
+                    "series_id": ["V-IR007"],
+                    "device_id": ["D-1"],
+                    "start_ts": [at(30)],
+                    "sample_rate_hz": [12_000.0],
+                    "rpm": [1797.0],
+                    "channel": ["DE"],
+                    "samples": [samples["DE_g"].to_list()],
+                }
+            ),
+        )
+    ctx = AppContext(load_settings(store_path=path, auth_mode="open"))
+    bundle = replay_bundle(ctx.store, "T-FA", at(40))
+    assert bundle.vibration["series_id"].to_list() == ["V-IR007"]
+    fig, style = spectrum_view(ctx, bundle)
+    assert style == {}
+    peaks = next(t for t in fig.data if t.meta == "peaks")
+    bpfi = [x for x, m in zip(peaks.x, peaks.text, strict=True) if m == "BPFI"]
+    assert bpfi
+    assert abs(bpfi[0] - 162.2) < 2.0
+
+
+def test_export_button_returns_a_self_contained_html_file(replay_settings: Settings) -> None:
+    app = create_app(replay_settings)
+    client = app.server.test_client()
+    req = {"ticket": "T-FA", "node": ARRIVED, "t": None, "window_min": 30}
+    resp = call(
+        client,
+        app,
+        rid.DOWNLOAD,
+        [(rid.EXPORT, "n_clicks", 1)],
+        [(rid.REQUEST, "data", req), (rid.SLIDER, "value", 1800.0)],
+    )
+    assert resp.status_code == 200
+    out = resp.get_json()["response"][rid.DOWNLOAD]["data"]
+    assert out["filename"] == f"evidence-T-FA-{ARRIVED}.html"
+    html = out["content"]
+    assert ARRIVED in html
+    assert "REJECTED" in html
+    assert "reject_margin_k" in html
+    assert "<script src=" not in html
+    assert len(html) > 1_000_000
+
+
+# ----------------------------------------------------------------------------- browser
+
+CLICK_NODE_JS = """
+const gd = document.querySelector('#replay-timeline .js-plotly-plot');
+const i = gd.data.findIndex(t => t.meta === 'nodes');
+const j = gd.data[i].customdata.findIndex(c => c[0] === arguments[0]);
+gd.emit('plotly_click', {points: [{curveNumber: i, pointNumber: j}]});
+return j;
+"""
+TRAIL_END_JS = """
+const gd = document.querySelector('#replay-map .js-plotly-plot');
+if (!gd || !gd.data) return null;
+const t = gd.data.find(t => t.meta === 'trail');
+return t && t.lat.length ? [t.lat[t.lat.length - 1], t.lon[t.lon.length - 1], t.lat.length]
+                         : null;
+"""
+SELECTED_JS = """
+const gd = document.querySelector('#replay-timeline .js-plotly-plot');
+const t = gd && gd.data.find(t => t.meta === 'selected');
+return t ? t.x[0] : null;
+"""
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    dlat = (a[0] - b[0]) * 111_320.0
+    dlon = (a[1] - b[1]) * 111_320.0 * math.cos(math.radians(b[0]))
+    return math.hypot(dlat, dlon)
+
+
+def _wait(fn: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last value {value!r}")
+
+
+def _trail_end_after(dash_duo: Any, ts_text: str) -> list[float]:
+    dash_duo.wait_for_text_to_equal(f"#{rid.TIME}", ts_text, timeout=10)
+    return list(_wait(lambda: dash_duo.driver.execute_script(TRAIL_END_JS)))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, artifacts) -> None:  # type: ignore[no-untyped-def]
+    dash_duo.start_server(create_app(replay_settings), navigate=False)
+    base = dash_duo.server.url
+    dash_duo.driver.get(f"{base}/replay?ticket=T-FA&node=T-FA-created-0")
+    dash_duo.wait_for_text_to_equal(f"#{rid.TIME}", "2026-05-04 09:00:00.000 UTC", timeout=15)
+
+    # Click the 'arrived' node: every panel jumps to 09:40.
+    assert dash_duo.driver.execute_script(CLICK_NODE_JS, ARRIVED) == 4
+    lat, lon, n = _trail_end_after(dash_duo, "2026-05-04 09:40:00.000 UTC")
+    dash_duo.wait_for_text_to_equal(f"#{rid.VERDICT_BADGE}", "REJECTED", timeout=10)
+    from_fence = _metres((lat, lon), CUSTOMER) - replay_settings.thresholds.arrival_radius_m
+    assert 150 <= from_fence <= 400, from_fence
+    assert n > 50
+    assert f"node={ARRIVED}" in dash_duo.driver.current_url
+    _wait(lambda: "t=2026-05-04T09%3A40%3A00.000Z" in dash_duo.driver.current_url)
+    events = dash_duo.find_elements(f"#{rid.EVENTS} li")
+    assert [e.value_of_css_property("opacity") for e in events][4:6] == ["1", "0.35"]
+    dash_duo.wait_for_element(f"#{rid.MAP} .maplibregl-canvas", timeout=15)
+    time.sleep(1.0)
+    dash_duo.driver.save_screenshot(str(artifacts / "replay.png"))
+
+    # Play at 60×: the cursor advances by true elapsed time, then pause.
+    dash_duo.find_element(f"#{rid.SPEED} input[value='60']").click()
+    dash_duo.find_element(f"#{rid.PLAY}").click()
+    time.sleep(2.0)
+    dash_duo.find_element(f"#{rid.PLAY}").click()
+    paused = dash_duo.find_element(f"#{rid.TIME}").text
+    assert paused > "2026-05-04 09:41:00.000 UTC", paused  # ≥ 60 s of data in ~2 s
+    assert paused < "2026-05-04 09:44:00.000 UTC", paused
+
+    # The deep link (ticket, node, t) reproduces the view.
+    def moved_link() -> str | None:
+        url = str(dash_duo.driver.current_url)
+        return url if "t=2026-05-04T09%3A4" in url and "09%3A40%3A00.000Z" not in url else None
+
+    link = _wait(moved_link)
+    dash_duo.driver.get(link)
+    dash_duo.wait_for_text_to_equal(f"#{rid.TIME}", paused, timeout=15)
+    dash_duo.wait_for_text_to_equal(f"#{rid.VERDICT_BADGE}", "REJECTED", timeout=10)
+    assert _wait(lambda: dash_duo.driver.execute_script(SELECTED_JS)).startswith(
+        "2026-05-04 09:40:00"
+    )
+    assert dash_duo.get_logs() == []
+
+    # Evidence export opens offline in the browser with the node's data.
+    export = export_view(
+        AppContext(replay_settings),
+        parse_request(f"?ticket=T-FA&node={ARRIVED}"),
+        None,
+        Basemap("white-bg"),
+    )
+    out = artifacts / "evidence.html"
+    out.write_text(export["content"])
+    dash_duo.driver.get(out.as_uri())
+    dash_duo.wait_for_element("#evidence-map.js-plotly-plot", timeout=10)
+    body = dash_duo.driver.find_element("tag name", "body").text
+    assert ARRIVED in body
+    assert "REJECTED" in body
+    assert "tech-f" in body
+    assert dash_duo.get_logs() == []
