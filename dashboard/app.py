@@ -48,6 +48,8 @@ def _guard_page_callbacks(app: Dash, page: Page, before: set[str]) -> None:
     """Safety net: wrap any callback a page registered without ``guard`` in the page's roles."""
     for key in set(app.callback_map) - before:
         entry = app.callback_map[key]
+        if "callback" not in entry:
+            continue  # clientside: runs in the browser, no server function to guard
         if not is_guarded(entry["callback"]):
             log.warning(
                 "callback %s of page %s had no guard; guarding with %s",

@@ -38,3 +38,39 @@ def pytest_setup_options():  # type: ignore[no-untyped-def]
     ):
         options.add_argument(flag)
     return options
+
+
+# -- the demo world, built once per session through the real ingest path -------------------
+DEMO_SEED = 7
+DEMO_SCALE = 0.05
+
+
+def build_demo(root: Path, *, seed: int, scale: float) -> tuple[object, dict[str, object]]:
+    """Generate a seeded world, ingest it, verify arrivals; returns (settings, manifest)."""
+    import json
+
+    from pipelines.arrivals import run_arrivals
+    from pipelines.cli import ingest_world
+    from pipelines.generate import generate_world
+    from pipelines.settings import load_settings
+    from pipelines.store import Store
+
+    settings = load_settings(
+        store_path=root / "fieldtrace.duckdb",
+        data_dir=root,
+        users_file=root / "users.toml",
+        basemap_style="white-bg",
+        auth_mode="open",
+    )
+    generate_world(root / "demo", seed=seed, scale=scale)
+    ingest_world(root / "demo", settings)
+    with Store(settings.store_path) as store:
+        run_arrivals(store, settings)
+    manifest = json.loads((root / "demo" / "manifest.json").read_text())
+    return settings, manifest
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict[str, object]]:
+    """One DuckDB file built from the demo generator with a fixed seed (read-mostly)."""
+    return build_demo(tmp_path_factory.mktemp("demo"), seed=DEMO_SEED, scale=DEMO_SCALE)

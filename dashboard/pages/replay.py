@@ -245,19 +245,11 @@ def export_view(
     return {"content": html_text, "filename": name, "type": "text/html"}
 
 
-def _clientside_only(*_: Any) -> Any:
-    raise RuntimeError("clientside callback: never called on the server")
-
-
 def _clientside(app: Dash, name: str, *deps: Any, **kwargs: Any) -> None:
-    """Register ``window.dash_clientside.replay[name]``; its callback_map entry gets a guarded
-    stub so the app's guard safety net (which expects a server function) accepts it."""
-    before = set(app.callback_map)
+    """Register ``window.dash_clientside.replay[name]`` (runs in the browser only)."""
     app.clientside_callback(  # type: ignore[no-untyped-call]
         ClientsideFunction("replay", name), *deps, **kwargs
     )
-    for key in set(app.callback_map) - before:
-        app.callback_map[key].setdefault("callback", guard(ROLES)(_clientside_only))
 
 
 def register(app: Dash, ctx: AppContext) -> None:
