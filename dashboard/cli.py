@@ -52,7 +52,12 @@ def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:
     data_cli.ingest_world(world, s)
     for step in data_cli.DEMO_STEPS:
         step(s)
-    demo_users(warehouse=None)
+    with data_cli.open_store(s) as store:
+        busiest = store.scalar(
+            "SELECT warehouse_id FROM restock_orders GROUP BY warehouse_id "
+            "ORDER BY count(*) DESC, warehouse_id LIMIT 1"
+        )
+    demo_users(warehouse=busiest)
 
 
 @app.command()

@@ -291,9 +291,9 @@ def ingest_world(world: Path, s: Settings) -> list[IngestResult]:
             store.optimize()
     for r in results:
         console.print(
-            f"{r.kind:>14} {Path(r.path).name:<24} read {r.rows_read:>10,} "
-            f"accepted {r.rows_accepted:>10,} quarantined {r.rows_quarantined:>6,}"
-            + (" (already ingested)" if r.skipped else "")
+            f"{r.kind:>13} {Path(r.path).name:<22} {r.rows_read:>10,} read "
+            f"{r.rows_accepted:>10,} ok {r.rows_quarantined:>5,} quarantined"
+            + (" (already)" if r.skipped else "")
         )
     return results
 

@@ -191,7 +191,9 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
         raw_present = pl.col(c).is_not_null()
         if frame.schema[c] == pl.String:
             raw_present &= pl.col(c).str.strip_chars() != ""
-        bad = frame.select("_row", _as_text(c, frame.schema[c]).alias("_v"), raw_present.alias("_p"))
+        bad = frame.select(
+            "_row", _as_text(c, frame.schema[c]).alias("_v"), raw_present.alias("_p")
+        )
         bad = bad.with_columns(typed.get_column(c).is_null().alias("_n")).filter(
             pl.col("_p") & pl.col("_n")
         )

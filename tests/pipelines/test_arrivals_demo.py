@@ -43,10 +43,7 @@ def _figures(false: pl.DataFrame, true: pl.DataFrame) -> dict[str, Any]:
         "indoor_verified_share": (indoor["verdict"] == "VERIFIED").mean(),
         "outdoor_verified_share": (outdoor["verdict"] == "VERIFIED").mean(),
         "outdoor_inconclusive_reasons": dict(
-            outdoor.filter(pl.col("verdict") == "INCONCLUSIVE")
-            .group_by("reason")
-            .len()
-            .iter_rows()
+            outdoor.filter(pl.col("verdict") == "INCONCLUSIVE").group_by("reason").len().iter_rows()
         ),
     }
 
@@ -60,7 +57,7 @@ def _assert_planted_figures(figures: dict[str, Any]) -> None:
 
 
 def test_every_arrival_has_a_verdict_with_evidence(demo_world: tuple[Any, Any]) -> None:
-    settings, manifest = demo_world
+    settings, _manifest = demo_world
     with Store(settings.store_path) as store:
         arrived = store.scalar("SELECT count(*) FROM ticket_events WHERE event_type = 'arrived'")
         checks = store.query("SELECT verdict, evidence, rule_version FROM arrival_checks")
