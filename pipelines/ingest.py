@@ -264,7 +264,9 @@ def normalize(
         frame = frame.with_columns(
             pl.col("datum").fill_null(declared).str.to_uppercase().replace(DATUM_ALIASES)
         )
-    if spec.name in ("tickets", "gps"):
+    if spec.name == "tickets" or (
+        spec.name == "gps" and not bool((frame.get_column("datum") == "WGS84").all())
+    ):
         frame = _to_wgs84(frame)
     if spec.name == "tickets":
         frame = frame.with_columns(
@@ -355,10 +357,42 @@ def _table_frame(
         out = out.drop("lat_in", "lon_in", strict=False).with_columns(
             plh3.latlng_to_cell("lat", "lon", settings.h3_resolution).alias("h3")
         )
-        out = out.sort("technician_id", "ts")
+        if not _sorted_by_entity_time(out, "technician_id"):
+            out = out.sort("technician_id", "ts")
     elif spec.name == "outages":
         out = _with_bbox(out)
-    return out.with_columns(pl.lit(batch_id).alias("batch_id"))
+    return out
+
+
+def _sorted_by_entity_time(frame: pl.DataFrame, entity: str) -> bool:
+    """True when rows are already in (entity, ts) order (one cheap vectorized pass)."""
+    if frame.height < 2:
+        return True
+    same = pl.col(entity) == pl.col(entity).shift(1)
+    ordered = (pl.col(entity) > pl.col(entity).shift(1)) | (
+        same & (pl.col("ts") >= pl.col("ts").shift(1))
+    )
+    return bool(frame.select(ordered.slice(1).all()).item())
+
+
+def _split_constants(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, object]]:
+    """Drop all-null columns and move text columns holding one value on every row out of the
+    frame (they are bound as parameters): both are costly to ship through Arrow."""
+    constants: dict[str, object] = {}
+    empty = [
+        c
+        for c in frame.columns
+        if frame.height and frame.get_column(c).null_count() == frame.height
+    ]
+    frame = frame.drop(empty)  # all-null columns: the table's NULL default fills them
+    for name, dtype in frame.schema.items():
+        if dtype != pl.String or frame.height == 0:
+            continue
+        col = frame.get_column(name)
+        first = col[0]
+        if first is not None and col.null_count() == 0 and bool((col == first).all()):
+            constants[name] = first
+    return frame.drop(list(constants)), constants
 
 
 def _with_bbox(frame: pl.DataFrame) -> pl.DataFrame:
@@ -398,10 +432,11 @@ def _context(
         key = list(spec.key)
         on = " AND ".join(f't."{k}" = b."{k}"' for k in key)
         cols = ", ".join(f'b."{k}"' for k in key)
-        existing = store.query_frames(
-            f"SELECT {cols} FROM batch_keys b JOIN {spec.table} t ON {on}",
-            {"batch_keys": frame.select(key).unique()},
-        )
+        if store.scalar(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {spec.table} LIMIT 1)"):
+            existing = store.query_frames(
+                f"SELECT {cols} FROM batch_keys b JOIN {spec.table} t ON {on}",
+                {"batch_keys": frame.select(key)},
+            )
     created = None
     if spec.name == "events":
         ids = frame["ticket_id"].unique().to_list()
@@ -519,8 +554,9 @@ def ingest_file(
         "raw",
         pl.lit(now).dt.convert_time_zone("UTC").alias("quarantined_at"),
     )
+    table, constants = _split_constants(table)
     with store.transaction() as tx:
-        tx.insert_frame(spec.table, table)
+        tx.insert_frame(spec.table, table, {**constants, "batch_id": batch_id})
         tx.insert_frame("quarantine", qrows)
         _fault_pause_in_write()
         t_write = time.perf_counter()

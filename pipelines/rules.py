@@ -296,9 +296,17 @@ def closed_before_created(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext)
     return _rejects(closing, mask, "closed_before_created", "ts", reason)
 
 
+def _in_entity_time_order() -> pl.Expr:
+    tech, ts = pl.col("technician_id"), pl.col("ts")
+    same = tech == tech.shift(1)
+    return ((tech > tech.shift(1)) | (same & (ts >= ts.shift(1)))).slice(1).all()
+
+
 def speed_jump(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     """A fix reached and left faster than ``max_speed_mps`` is a spike, not a journey."""
-    ordered = frame.select("_row", "technician_id", "ts", "lat", "lon").sort("technician_id", "ts")
+    ordered = frame.select("_row", "technician_id", "ts", "lat", "lon")
+    if not ordered.select(_in_entity_time_order()).item():
+        ordered = ordered.sort("technician_id", "ts")
     lat = ordered["lat"].to_numpy()
     lon = ordered["lon"].to_numpy()
     same = (

@@ -48,16 +48,26 @@ class Tx:
         row = self._con.execute(sql, list(params)).fetchone()
         return None if row is None else row[0]
 
-    def insert_frame(self, table: str, frame: pl.DataFrame) -> int:
-        """Append ``frame`` to ``table`` by column name; returns the row count."""
+    def insert_frame(
+        self, table: str, frame: pl.DataFrame, constants: Mapping[str, object] | None = None
+    ) -> int:
+        """Append ``frame`` to ``table`` by column name; returns the row count.
+
+        ``constants`` are columns with one value for every row (a batch id, a source name):
+        they are bound as parameters instead of being shipped as Arrow columns.
+        """
         if frame.height == 0:
             return 0
         name = _checked_table(table)
         view = f"_ft_frame_{next(_view_counter)}"
+        consts = dict(constants or {})
         self._con.register(view, frame.to_arrow(compat_level=_ARROW_COMPAT))
         try:
-            cols = ", ".join(f'"{c}"' for c in frame.columns)
-            self._con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {view}")
+            cols = ", ".join(f'"{c}"' for c in [*frame.columns, *consts])
+            exprs = ", ".join([*(f'"{c}"' for c in frame.columns), *("?" for _ in consts)])
+            self._con.execute(
+                f"INSERT INTO {name} ({cols}) SELECT {exprs} FROM {view}", list(consts.values())
+            )
         finally:
             self._con.unregister(view)
         return frame.height
