@@ -6,8 +6,21 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Property-test profiles: `default` keeps `make test` quick (about 1,500 mutated rows per
+# source); `pytest --hypothesis-profile=thorough tests/pipelines/test_source_properties.py`
+# runs more than 10,000 mutated rows per source.
+hypothesis_settings.register_profile(
+    "default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile(
+    "thorough", max_examples=260, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("default")
 REALDATA_DIR = Path(os.environ.get("FIELDTRACE_REALDATA", REPO_ROOT.parent / "shared" / "realdata"))
 
 

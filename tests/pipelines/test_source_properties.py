@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -34,12 +34,6 @@ from pipelines.settings import load_settings
 from pipelines.store import Store
 
 ROWS = 50
-hsettings.register_profile(
-    "default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-hsettings.register_profile(
-    "thorough", max_examples=260, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
 SETTINGS = load_settings()
 BAD_BYTES = "\udcff\udcfe"  # becomes invalid UTF-8 bytes when written (surrogateescape)
 MUTATIONS = [
