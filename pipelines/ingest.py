@@ -35,7 +35,7 @@ from pipelines.errors import SourceFormatError
 from pipelines.kinds import KindSpec, kind_spec
 from pipelines.rules import DATUM_ALIASES, REJECT_SCHEMA, RuleContext, apply_rules
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store import Store, Tx
 
 QUARANTINE_SCHEMA = {**REJECT_SCHEMA, "raw": pl.String}
 Progress = Callable[[str], None]
@@ -354,14 +354,35 @@ def _table_frame(
             plh3.latlng_to_cell("lat", "lon", 9).alias("h3_r9"),
         )
     elif spec.name == "gps":
-        out = out.drop("lat_in", "lon_in", strict=False).with_columns(
-            plh3.latlng_to_cell("lat", "lon", settings.h3_resolution).alias("h3")
-        )
+        out = out.drop("lat_in", "lon_in", strict=False)
         if not _sorted_by_entity_time(out, "technician_id"):
             out = out.sort("technician_id", "ts")
     elif spec.name == "outages":
         out = _with_bbox(out)
     return out
+
+
+WRITE_CHUNK_ROWS = 1_000_000
+
+
+def _with_cells(chunk: pl.DataFrame, spec: KindSpec, settings: Settings) -> pl.DataFrame:
+    """Per-chunk derived columns (the H3 cell of each fix)."""
+    if spec.name == "gps":
+        return chunk.with_columns(
+            plh3.latlng_to_cell("lat", "lon", settings.h3_resolution).alias("h3")
+        )
+    return chunk
+
+
+def _write_rows(
+    tx: Tx, spec: KindSpec, table: pl.DataFrame, settings: Settings, batch_id: str
+) -> None:
+    """Insert in chunks inside the batch's transaction: derived columns and the Arrow copy
+    exist for one chunk at a time, which bounds peak memory on large files."""
+    for start in range(0, table.height, WRITE_CHUNK_ROWS):
+        chunk = _with_cells(table.slice(start, WRITE_CHUNK_ROWS), spec, settings)
+        rows, constants = _split_constants(chunk)
+        tx.insert_frame(spec.table, rows, {**constants, "batch_id": batch_id})
 
 
 def _sorted_by_entity_time(frame: pl.DataFrame, entity: str) -> bool:
@@ -554,9 +575,8 @@ def ingest_file(
         "raw",
         pl.lit(now).dt.convert_time_zone("UTC").alias("quarantined_at"),
     )
-    table, constants = _split_constants(table)
     with store.transaction() as tx:
-        tx.insert_frame(spec.table, table, {**constants, "batch_id": batch_id})
+        _write_rows(tx, spec, table, settings, batch_id)
         tx.insert_frame("quarantine", qrows)
         _fault_pause_in_write()
         t_write = time.perf_counter()

@@ -234,10 +234,32 @@ def unknown_site(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Da
     )
 
 
+def _sorted_on(frame: pl.DataFrame, key: list[str]) -> bool:
+    """True when rows are in ascending key order (lexicographic), checked in one pass."""
+    if frame.height < 2 or any(frame.schema[k] == pl.Null for k in key):
+        return frame.height < 2
+    ordered: pl.Expr = pl.lit(True)
+    for k in reversed(key):
+        cur, prev = pl.col(k), pl.col(k).shift(1)
+        ordered = (cur > prev) | ((cur == prev) & ordered)
+    return bool(frame.select(ordered.slice(1).all()).item())
+
+
+def _repeats(frame: pl.DataFrame, key: list[str]) -> pl.Expr:
+    """Rows whose key equals an earlier row's. Sorted input (the usual case for fixes) needs
+    only a comparison with the previous row; otherwise a hash of the key."""
+    if _sorted_on(frame, key):
+        same = pl.lit(True)
+        for k in key:
+            same = same & (pl.col(k) == pl.col(k).shift(1))
+        return same.fill_null(False)
+    return pl.struct(key).is_first_distinct().not_()
+
+
 def duplicate(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     """Rows whose key repeats within the batch, or already exists in the store."""
     key = list(spec.key)
-    in_batch = frame.select("_row", *key).filter(pl.struct(key).is_first_distinct().not_())
+    in_batch = frame.select("_row", *key).filter(_repeats(frame, key))
     out = [
         _rejects(
             frame.filter(pl.col("_row").is_in(in_batch["_row"].implode())),
