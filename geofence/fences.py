@@ -17,11 +17,10 @@ Geometry and units
 
 Prefilter
 ---------
-Fences are bucketed into a dense lat/lon grid after growing each bounding box by
-``grid_reach_m``. A fix looks up its one cell (O(1), vectorized) and is tested exactly only
-against the fences listed there. Fixes whose reach (``near_m + accuracy_k·accuracy_m``) or
-incoming segment is longer than ``grid_reach_m`` are rare; they are tested against every
-fence's bounding box in vectorized chunks.
+``geofence.fence_grid``: a dense lat/lon grid of the fences' grown bounding boxes, walked
+in cache-sized chunks; a fix is tested exactly only against the fences of its cell (or,
+when its reach or incoming segment is long, against every fence's box). Fixes already in
+technician/time order are not re-sorted, and the pairs come out in output order.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from pyproj import Transformer
 
 from geofence.distance import enu_offsets_m, radii_of_curvature_m
 from geofence.errors import FenceGeometryError, ThresholdError, require_columns
+from geofence.fence_grid import candidate_pairs, deg_per_m
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -48,8 +48,6 @@ EDGE_TOL_M: Final = 1e-6
 """A fix this close to the edge (m) counts as inside."""
 FENCE_COLUMNS: Final = ("fence_id", "kind", "lat", "lon", "radius_m", "wkt")
 FIX_COLUMNS: Final = ("technician_id", "ts", "lat", "lon", "accuracy_m")
-_MAX_GRID_CELLS: Final = 20_000_000
-_SLOW_CHUNK: Final = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,8 @@ class FenceSet:
     min_lon: FloatArray
     max_lon: FloatArray
     polygons: dict[int, _Polygon]
+    m_per_deg_lat: FloatArray  # at lat: metres per degree of latitude / of longitude
+    m_per_deg_lon: FloatArray
 
     def __len__(self) -> int:
         return len(self.fence_id)
@@ -105,7 +105,7 @@ class FenceSet:
             if row["kind"] == "circle":
                 is_circle[i] = True
                 lat[i], lon[i], radius[i] = _circle(row, where)
-                dlat, dlon = _deg_per_m(lat[i])
+                dlat, dlon = deg_per_m(lat[i])
                 box[i] = (
                     lat[i] - radius[i] * dlat,
                     lat[i] + radius[i] * dlat,
@@ -124,7 +124,12 @@ class FenceSet:
                     f"{where}: kind={row['kind']!r}; expected 'circle' or 'polygon'"
                 )
         b = box.T.copy()
-        return cls(tuple(ids), is_circle, lat, lon, radius, b[0], b[1], b[2], b[3], polygons)
+        m_m, n_m = radii_of_curvature_m(lat)
+        k_lat, k_lon = np.radians(m_m), np.radians(n_m * np.cos(np.radians(lat)))
+        return cls(
+            tuple(ids), is_circle, lat, lon, radius, b[0], b[1], b[2], b[3], polygons,
+            k_lat, k_lon,
+        )  # fmt: skip
 
 
 def _circle(row: dict[str, object], where: str) -> tuple[float, float, float]:
@@ -165,114 +170,6 @@ def _project_polygon(geom: shapely.Geometry, lat0: float, lon0: float) -> _Polyg
     projected = shapely.transform(geom, lambda xy: np.column_stack(to_xy.transform(*xy.T)))
     shapely.prepare(projected)
     return _Polygon(projected, projected.boundary, to_xy)
-
-
-def _deg_per_m(lat: FloatArray | float) -> tuple[FloatArray, FloatArray]:
-    """Degrees of latitude and of longitude per metre at ``lat`` (with a 1 % margin)."""
-    m_m, n_m = radii_of_curvature_m(lat)
-    cos_lat = np.maximum(np.cos(np.radians(lat)), 1e-6)
-    return 1.01 * np.degrees(1.0 / m_m), 1.01 * np.degrees(1.0 / (n_m * cos_lat))
-
-
-# -- prefilter ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Grid:
-    lat0: float
-    lon0: float
-    step_lat: float
-    step_lon: float
-    ny: int
-    nx: int
-    offsets: IntArray  # CSR: fences of cell c are fence_idx[offsets[c]:offsets[c+1]]
-    fence_idx: IntArray
-
-
-def _grown_boxes(fences: FenceSet, reach_m: float) -> FloatArray:
-    dlat, dlon = _deg_per_m(np.maximum(np.abs(fences.min_lat), np.abs(fences.max_lat)))
-    return np.column_stack(
-        [
-            fences.min_lat - reach_m * dlat,
-            fences.max_lat + reach_m * dlat,
-            fences.min_lon - reach_m * dlon,
-            fences.max_lon + reach_m * dlon,
-        ]
-    )
-
-
-def _build_grid(fences: FenceSet, reach_m: float) -> _Grid:
-    boxes = _grown_boxes(fences, reach_m)
-    lat0, lon0 = float(boxes[:, 0].min()), float(boxes[:, 2].min())
-    cell_m = max(2.0 * reach_m, 50.0)
-    widest_lat = float(np.max(np.abs(boxes[:, :2])))
-    dlat, dlon = _deg_per_m(min(widest_lat, 89.0))
-    step_lat, step_lon = float(cell_m * dlat), float(cell_m * dlon)
-    while True:
-        ny = int((boxes[:, 1].max() - lat0) // step_lat) + 1
-        nx = int((boxes[:, 3].max() - lon0) // step_lon) + 1
-        if ny * nx <= _MAX_GRID_CELLS:
-            break
-        step_lat, step_lon = 2 * step_lat, 2 * step_lon
-    y0 = ((boxes[:, 0] - lat0) // step_lat).astype(np.int64)
-    y1 = ((boxes[:, 1] - lat0) // step_lat).astype(np.int64)
-    x0 = ((boxes[:, 2] - lon0) // step_lon).astype(np.int64)
-    x1 = ((boxes[:, 3] - lon0) // step_lon).astype(np.int64)
-    cells, owners = [], []
-    for f in range(len(fences)):  # one small block of cells per fence
-        yy, xx = np.meshgrid(np.arange(y0[f], y1[f] + 1), np.arange(x0[f], x1[f] + 1))
-        cells.append((yy * nx + xx).ravel())
-        owners.append(np.full(yy.size, f, dtype=np.int64))
-    cell_arr, owner_arr = np.concatenate(cells), np.concatenate(owners)
-    order = np.argsort(cell_arr, kind="stable")
-    counts = np.bincount(cell_arr, minlength=ny * nx)
-    offsets = np.zeros(ny * nx + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return _Grid(lat0, lon0, step_lat, step_lon, ny, nx, offsets, owner_arr[order])
-
-
-def _grid_pairs(
-    grid: _Grid, lat: FloatArray, lon: FloatArray, use: BoolArray
-) -> tuple[IntArray, IntArray]:
-    """(fix index, fence index) candidate pairs for the fixes flagged in ``use``."""
-    iy = np.floor((lat - grid.lat0) * (1.0 / grid.step_lat))
-    ix = np.floor((lon - grid.lon0) * (1.0 / grid.step_lon))
-    ok = use & (iy >= 0) & (iy < grid.ny) & (ix >= 0) & (ix < grid.nx)
-    fix = np.flatnonzero(ok)
-    cell = iy[fix].astype(np.int64) * grid.nx + ix[fix].astype(np.int64)
-    start = grid.offsets[cell]
-    count = grid.offsets[cell + 1] - start
-    has = count > 0
-    fix, start, count = fix[has], start[has], count[has]
-    pair_fix = np.repeat(fix, count)
-    first = np.repeat(np.cumsum(count) - count, count)
-    pair_fence = grid.fence_idx[np.repeat(start, count) + np.arange(len(pair_fix)) - first]
-    return pair_fix, pair_fence
-
-
-def _slow_pairs(
-    fences: FenceSet, idx: IntArray, lat: FloatArray, lon: FloatArray,
-    prev_lat: FloatArray, prev_lon: FloatArray, reach_m: FloatArray,
-) -> tuple[IntArray, IntArray]:  # fmt: skip
-    """Pairs for far-reaching fixes or long segments: bbox tests against every fence.
-
-    ``lat``..``reach_m`` are aligned with ``idx`` (the fixes' positions); returns positions.
-    """
-    out_fix, out_fence = [], []
-    dlat_f, dlon_f = _deg_per_m(np.maximum(np.abs(fences.min_lat), np.abs(fences.max_lat)))
-    chunk = max(1, _SLOW_CHUNK // max(len(fences), 1))
-    for s in range(0, len(idx), chunk):
-        i = np.arange(s, min(s + chunk, len(idx)))
-        r = reach_m[i][:, None]
-        la0 = np.fmin(lat[i], prev_lat[i])[:, None] - r * dlat_f
-        la1 = np.fmax(lat[i], prev_lat[i])[:, None] + r * dlat_f
-        lo0 = np.fmin(lon[i], prev_lon[i])[:, None] - r * dlon_f
-        lo1 = np.fmax(lon[i], prev_lon[i])[:, None] + r * dlon_f
-        hit = (la0 <= fences.max_lat) & (la1 >= fences.min_lat)
-        hit &= (lo0 <= fences.max_lon) & (lo1 >= fences.min_lon)
-        rows, cols = np.nonzero(hit)
-        out_fix.append(idx[i[rows]])
-        out_fence.append(cols.astype(np.int64))
-    empty = np.zeros(0, dtype=np.int64)
-    return np.concatenate([empty, *out_fix]), np.concatenate([empty, *out_fence])
 
 
 # -- exact tests --------------------------------------------------------------------------
@@ -331,6 +228,43 @@ def _exact(
     return dist, crosses, frac
 
 
+def _may_report(
+    fences: FenceSet, fence: IntArray, lat: FloatArray, lon: FloatArray,
+    prev_lat: FloatArray, prev_lon: FloatArray, reach_m: FloatArray,
+) -> BoolArray:  # fmt: skip
+    """False for pairs that are surely neither near (``reach_m``) nor crossed.
+
+    Offsets use each fence's own metres per degree (no trigonometry per pair); a margin of
+    1 % of the offsets plus 1 cm covers the difference to the exact metric. Pairs with a
+    NaN position are kept for the exact test.
+    """
+    k_lat, k_lon = fences.m_per_deg_lat[fence], fences.m_per_deg_lon[fence]
+    c_lat, c_lon, r = fences.lat[fence], fences.lon[fence], fences.radius_m[fence]
+    n1, e1 = (lat - c_lat) * k_lat, (lon - c_lon) * k_lon
+    d1 = np.hypot(e1, n1)
+    n0 = np.where(np.isnan(prev_lat), n1, (prev_lat - c_lat) * k_lat)
+    e0 = np.where(np.isnan(prev_lon), e1, (prev_lon - c_lon) * k_lon)
+    de, dn = e1 - e0, n1 - n0
+    len2 = de * de + dn * dn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(len2 > 0, np.clip(-(e0 * de + n0 * dn) / len2, 0.0, 1.0), 0.0)
+    closest = np.hypot(e0 + t * de, n0 + t * dn)
+    margin = 0.01 * (d1 + np.hypot(e0, n0)) + 0.01
+    circle = fences.is_circle[fence]
+    far = circle & (d1 - r > reach_m + margin) & (closest > r + margin)
+    # polygons: the distance to the bounding box bounds the distance to the polygon, and a
+    # segment whose box misses the polygon's box cannot cross it
+    lo_lat, hi_lat = fences.min_lat[fence], fences.max_lat[fence]
+    lo_lon, hi_lon = fences.min_lon[fence], fences.max_lon[fence]
+    dy = np.maximum(np.maximum(lo_lat - lat, lat - hi_lat), 0.0) * k_lat
+    dx = np.maximum(np.maximum(lo_lon - lon, lon - hi_lon), 0.0) * k_lon
+    d_box = np.hypot(dx, dy)
+    misses = (np.fmax(lat, prev_lat) < lo_lat) | (np.fmin(lat, prev_lat) > hi_lat)
+    misses |= (np.fmax(lon, prev_lon) < lo_lon) | (np.fmin(lon, prev_lon) > hi_lon)
+    far |= ~circle & (d_box > reach_m + 0.01 * d_box + 0.01) & misses
+    return np.asarray(~far)
+
+
 def _sorted_fixes(fixes: pl.DataFrame) -> tuple[pl.DataFrame, BoolArray]:
     """Fixes with ``_row`` (input position) in technician/time order, and "same technician as
     the previous row" flags. Already ordered input (the common case) is not re-sorted."""
@@ -343,34 +277,6 @@ def _sorted_fixes(fixes: pl.DataFrame) -> tuple[pl.DataFrame, BoolArray]:
     framed = framed.sort("technician_id", "ts", maintain_order=True)
     tech = framed["technician_id"]
     return framed, (tech == tech.shift(1)).fill_null(False).to_numpy()
-
-
-def _candidate_pairs(
-    fences: FenceSet, lat: FloatArray, lon: FloatArray, same: BoolArray, reach: FloatArray,
-    grid_reach_m: float,
-) -> tuple[IntArray, IntArray]:  # fmt: skip
-    """(fix, fence) pairs worth an exact test: grid lookup, then a grown-box check."""
-    grid = _build_grid(fences, grid_reach_m)
-    # Segment length bound (m) per axis; metres per degree at the fence area's widest latitude.
-    cell_m = max(2.0 * grid_reach_m, 50.0)
-    d_lat = np.abs(np.diff(lat, prepend=lat[:1])) * (1.05 * cell_m / grid.step_lat)
-    d_lon = np.abs(np.diff(lon, prepend=lon[:1])) * (1.05 * cell_m / grid.step_lon)
-    seg_m = np.where(same, np.fmax(d_lat, d_lon), 0.0)
-    fast = (reach <= grid_reach_m) & (1.5 * seg_m <= grid_reach_m)
-    g_fix, g_fence = _grid_pairs(grid, lat, lon, fast)
-    grow = 1.5 * (reach[g_fix] + seg_m[g_fix])
-    dlat_f, dlon_f = _deg_per_m(np.maximum(np.abs(fences.min_lat), np.abs(fences.max_lat)))
-    la, lo, gd_lat, gd_lon = lat[g_fix], lon[g_fix], grow * dlat_f[g_fence], grow * dlon_f[g_fence]
-    near = (la >= fences.min_lat[g_fence] - gd_lat) & (la <= fences.max_lat[g_fence] + gd_lat)
-    near &= (lo >= fences.min_lon[g_fence] - gd_lon) & (lo <= fences.max_lon[g_fence] + gd_lon)
-    slow = np.flatnonzero(~fast)
-    has_prev = same[slow]
-    s_fix, s_fence = _slow_pairs(
-        fences, slow, lat[slow], lon[slow],
-        np.where(has_prev, lat[slow - 1], lat[slow]), np.where(has_prev, lon[slow - 1], lon[slow]),
-        reach[slow],
-    )  # fmt: skip
-    return np.concatenate([g_fix[near], s_fix]), np.concatenate([g_fence[near], s_fence])
 
 
 def stamp_membership(
@@ -405,16 +311,26 @@ def stamp_membership(
     lat = fx["lat"].to_numpy().astype(np.float64, copy=False)
     lon = fx["lon"].to_numpy().astype(np.float64, copy=False)
     acc = fx["accuracy_m"].fill_null(0.0).to_numpy().astype(np.float64, copy=False)
-    reach = near_m + accuracy_k * acc
+    ids = pl.Series("fence_id", fences.fence_id, dtype=pl.String)
+    rank = np.argsort(np.argsort(ids.to_numpy(), kind="stable"), kind="stable").astype(np.int64)
     if len(fences) == 0 or n == 0:
         pair_fix = pair_fence = np.zeros(0, dtype=np.int64)
-    else:
-        pair_fix, pair_fence = _candidate_pairs(fences, lat, lon, same, reach, grid_reach_m)
+    else:  # sorted by (seq, fence_id) already
+        pair_fix, pair_fence = candidate_pairs(
+            fences, lat, lon, same, acc, near_m, accuracy_k, grid_reach_m, rank
+        )
     has_prev = same[pair_fix]
     prev = np.maximum(pair_fix - 1, 0)
+    p_lat, p_lon = np.where(has_prev, lat[prev], np.nan), np.where(has_prev, lon[prev], np.nan)
+    maybe = _may_report(
+        fences, pair_fence, lat[pair_fix], lon[pair_fix], p_lat, p_lon,
+        near_m + accuracy_k * acc[pair_fix],
+    )  # fmt: skip
+    pair_fix, pair_fence = pair_fix[maybe], pair_fence[maybe]
+    p_lat, p_lon = p_lat[maybe], p_lon[maybe]
     dist, crosses, frac = _exact(
         fences, pair_fence, lat[pair_fix], lon[pair_fix],
-        np.where(has_prev, lat[prev], np.nan), np.where(has_prev, lon[prev], np.nan),
+        p_lat, p_lon,
     )  # fmt: skip
     report = (dist <= near_m + accuracy_k * acc[pair_fix]) | crosses
     pair_fix, pair_fence = pair_fix[report], pair_fence[report]
@@ -430,7 +346,7 @@ def stamp_membership(
             "technician_id": fx["technician_id"].gather(idx),
             "ts": ts.gather(idx),
             "next_ts": ts.gather(pl.Series(nxt)),
-            "fence_id": np.asarray(fences.fence_id, dtype=object)[pair_fence].astype(str),
+            "fence_id": ids.gather(pl.Series(pair_fence)),
             "distance_to_edge_m": dist,
             "accuracy_m": fx["accuracy_m"].gather(idx),
             "segment_crosses": crosses,
@@ -445,20 +361,15 @@ def stamp_membership(
     )
     tol = pl.col("distance_to_edge_m") <= EDGE_TOL_M
     span = pl.col("ts") - pl.col("_prev_ts")
-    return (
-        out.with_columns(
-            tol.alias("inside"),
-            (
-                tol
-                | (pl.col("distance_to_edge_m") <= accuracy_k * pl.col("accuracy_m").fill_null(0.0))
-            ).alias("overlaps"),
-            pl.when(pl.col("segment_crosses"))
-            .then(pl.col("_prev_ts") + span * pl.col("_frac"))
-            .alias("crossing_ts"),
-        )
-        .drop("_frac", "_prev_ts", "_has_next", "_has_prev")
-        .sort("seq", "fence_id")
-    )
+    return out.with_columns(
+        tol.alias("inside"),
+        (
+            tol | (pl.col("distance_to_edge_m") <= accuracy_k * pl.col("accuracy_m").fill_null(0.0))
+        ).alias("overlaps"),
+        pl.when(pl.col("segment_crosses"))
+        .then(pl.col("_prev_ts") + span * pl.col("_frac"))
+        .alias("crossing_ts"),
+    ).drop("_frac", "_prev_ts", "_has_next", "_has_prev")
 
 
 def fence_transitions(

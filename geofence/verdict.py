@@ -31,11 +31,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
-from geofence.distance import local_distance_m
+from geofence.distance import WGS84_A_M, WGS84_E2, local_distance_m
 from geofence.errors import ThresholdError, require_columns
 
 ARRIVAL_COLUMNS = ("ticket_id", "event_id", "technician_id", "ts", "customer_lat", "customer_lon")
@@ -50,6 +52,9 @@ STOP_COLUMNS = (
     "centroid_se_m",
 )
 UWB_COLUMNS = ("technician_id", "site_id", "ts", "lat", "lon", "error_m")
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -97,155 +102,352 @@ class ArrivalThresholds:
         )
 
 
-def _dist(lat1: str, lon1: str, lat2: str, lon2: str) -> pl.Expr:
-    cols = pl.struct(lat1, lon1, lat2, lon2)
-    return cols.map_batches(
-        lambda s: pl.Series(
-            local_distance_m(*(s.struct.field(c).to_numpy() for c in (lat1, lon1, lat2, lon2)))
-        ),
-        return_dtype=pl.Float64,
-    ).fill_nan(None)
-
-
-def _flag_fixes(fixes: pl.DataFrame, th: ArrivalThresholds, now: datetime | None) -> pl.DataFrame:
-    """Fixes sorted per technician with named data-quality flags (nothing dropped)."""
-    tech = "technician_id"
-    fx = fixes.sort(tech, "ts").with_columns(
-        pl.col("lat").shift(1).over(tech).alias("_plat"),
-        pl.col("lon").shift(1).over(tech).alias("_plon"),
-        pl.col("ts").diff().over(tech).dt.total_microseconds().truediv(1e6).alias("_dt_s"),
-        (
-            (pl.col("lat") != pl.col("lat").shift(1))
-            | (pl.col("lon") != pl.col("lon").shift(1))
-            | (pl.col(tech) != pl.col(tech).shift(1))
-        )
-        .fill_null(True)
-        .cum_sum()
-        .alias("_same_run"),
-    )
-    step = _dist("_plat", "_plon", "lat", "lon")
-    speed = (
-        pl.when(pl.col("_dt_s") > 0)
-        .then(step / pl.col("_dt_s"))
-        .when(step > 0)
-        .then(float("inf"))
-        .otherwise(0.0)
-    )
-    future = pl.lit(False)
-    if now is not None:
-        future = future | (pl.col("ts") > pl.lit(now).dt.convert_time_zone("UTC"))
-    if "ingested_ts" in fixes.columns:
-        future = future | (pl.col("ts") > pl.col("ingested_ts")).fill_null(False)
-    mock = (
-        pl.col("mock_location").fill_null(False)
-        if "mock_location" in fixes.columns
-        else pl.lit(False)
-    )
-    return fx.with_columns(
-        (speed.fill_null(0.0) > th.max_speed_mps).alias("spoof_speed"),
-        (pl.len().over("_same_run") >= th.repeat_coord_run).alias("spoof_repeated_coords"),
-        mock.cast(pl.Boolean).alias("mock_location"),
-        future.alias("future_fix"),
-    ).select(
-        tech,
-        "ts",
-        "lat",
-        "lon",
-        "accuracy_m",
-        "spoof_speed",
-        "spoof_repeated_coords",
-        "mock_location",
-        "future_fix",
-    )
-
-
 _SPOOFS = ("mock_location", "future_fix", "spoof_speed", "spoof_repeated_coords")
+_US: Final = 1_000_000
+_KEY_LIMIT: Final = 1 << 62
+# Metres per degree bounds on WGS84 (meridional radius at the equator / at the poles): a
+# cheap |Δlat|·min bound never exceeds the local distance, |Δ|·max never falls below it.
+_M_PER_DEG_MIN: Final = float(np.radians(WGS84_A_M * (1.0 - WGS84_E2))) * (1.0 - 1e-9)
+_M_PER_DEG_MAX: Final = float(np.radians(WGS84_A_M / np.sqrt(1.0 - WGS84_E2))) * (1.0 + 1e-9)
 
 
-def _nearest_fix(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
-    """Before/after fixes (asof joins) and the decisive one, with its distance."""
-    out = a
-    sides: tuple[tuple[str, Literal["backward", "forward"]], ...] = (
-        ("b", "backward"),
-        ("f", "forward"),
+def _dist(lat1: str, lon1: str, lat2: str, lon2: str) -> pl.Expr:
+    """``local_distance_m`` as a pure polars expression (m); NaN/null give null."""
+    la1, la2 = pl.col(lat1), pl.col(lat2)
+    mid = ((la1 + la2) * 0.5).radians()
+    w2 = 1.0 - WGS84_E2 * mid.sin() ** 2
+    north = WGS84_A_M * (1.0 - WGS84_E2) / (w2 * w2.sqrt()) * (la2 - la1).radians()
+    d_lon = pl.col(lon2) - pl.col(lon1)
+    d_lon = d_lon - 360.0 * ((d_lon + 180.0) / 360.0).floor()
+    east = WGS84_A_M / w2.sqrt() * mid.cos() * d_lon.radians()
+    return (east * east + north * north).sqrt().fill_nan(None)
+
+
+def _ranges(lo: IntArray, hi: IntArray) -> tuple[IntArray, IntArray]:
+    """(owner, position) for every position in the ranges ``[lo, hi)``, owner by owner."""
+    size = np.maximum(hi - lo, 0)
+    owner = np.repeat(np.arange(len(lo), dtype=np.int64), size)
+    pos = np.arange(int(size.sum()), dtype=np.int64) + np.repeat(
+        lo - (np.cumsum(size) - size), size
     )
-    for side, strategy in sides:
-        side_fx = fx.rename({c: f"{side}_{c}" for c in fx.columns if c != "technician_id"})
-        out = out.join_asof(
-            side_fx,
-            left_on="ts",
-            right_on=f"{side}_ts",
-            by="technician_id",
-            strategy=strategy,
-            check_sortedness=False,
-            tolerance=th.max_fix_gap,
-        )
-        out = out.with_columns(
-            _dist(f"{side}_lat", f"{side}_lon", "customer_lat", "customer_lon").alias(f"{side}_d"),
-            (pl.col(f"{side}_accuracy_m") <= th.max_accuracy_m)
-            .fill_null(False)
-            .alias(f"{side}_ok"),
-            (pl.col("ts") - pl.col(f"{side}_ts")).abs().alias(f"{side}_gap"),
-        )
-    b_first = (
-        (pl.col("b_ok") & ~pl.col("f_ok"))
-        | ((pl.col("b_ok") == pl.col("f_ok")) & (pl.col("b_gap") <= pl.col("f_gap")))
-        | pl.col("f_ts").is_null()
-    )
-    pick = [c.removeprefix("b_") for c in out.columns if c.startswith("b_")]
-    return out.with_columns(
-        pl.when(b_first).then(pl.col(f"b_{c}")).otherwise(pl.col(f"f_{c}")).alias(f"fix_{c}")
-        for c in pick
-    )
+    return owner, pos
 
 
-def _WINDOW_SIDES(  # noqa: N802 - reads as a constant table
-    th: ArrivalThresholds,
-) -> tuple[tuple[Literal["backward", "forward"], timedelta], ...]:
-    return (("forward", th.arrival_lookback), ("backward", th.max_fix_gap))
+def _null_nan(values: FloatArray) -> pl.Series:
+    return pl.Series(values, dtype=pl.Float64).fill_nan(None)
 
 
-def _window_counts(a: pl.DataFrame, fx: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
-    """Per arrival: fixes within ±max_fix_gap, their spoof flags, the closest any of them could
-    be (``distance - reject_margin_k·accuracy``), and the first fix inside the radius in the
-    lookback.
+def _take(series: pl.Series, idx: IntArray, valid: BoolArray) -> pl.Series:
+    """``series[idx]`` with null where not ``valid``."""
+    return series.gather(pl.Series(idx, dtype=pl.Int64).scatter(np.flatnonzero(~valid), None))
 
-    Linear in the number of fixes: each fix is mapped to the arrival it can be evidence for by
-    two as-of joins (the next arrival within the lookback, the previous one within the gap),
-    never by a join of every fix with every arrival of the technician.
+
+class _Keys:
+    """Rows sorted by (code, µs), searched like ``np.searchsorted`` on that pair.
+
+    One composite int64 key ``code·span + (t - t0)`` when it fits (times clipped into the
+    span, which every query lies inside); else one search per code.
     """
-    arr = a.select(
-        "event_id", "technician_id", pl.col("ts").alias("a_ts"), "customer_lat", "customer_lon"
-    ).sort("technician_id", "a_ts")
-    f = fx.select(
-        "technician_id", pl.col("ts").alias("fts"), "lat", "lon", "accuracy_m", *_SPOOFS
-    ).sort("technician_id", "fts")
-    mapped = pl.concat(
-        [
-            f.join_asof(
-                arr,
-                left_on="fts",
-                right_on="a_ts",
-                by="technician_id",
-                strategy=strategy,
-                tolerance=tolerance,
-                check_sortedness=False,
-            ).filter(pl.col("event_id").is_not_null())
-            for strategy, tolerance in _WINDOW_SIDES(th)
-        ]
-    ).unique(["event_id", "fts"], keep="first")
-    d = _dist("lat", "lon", "customer_lat", "customer_lon")
-    acc = pl.col("accuracy_m")
-    within = d + th.accuracy_k * acc.fill_null(float("inf")) <= th.radius_m
-    in_window = (pl.col("fts") - pl.col("a_ts")).abs() <= th.max_fix_gap
-    near_event = (pl.col("fts") - pl.col("a_ts")).abs() <= min(th.reject_window, th.max_fix_gap)
-    usable = near_event & (acc <= th.max_accuracy_m).fill_null(False)
-    return mapped.group_by("event_id").agg(
-        in_window.sum().cast(pl.Int64).alias("n_fixes_in_window"),
-        pl.col("fts").filter(within).min().alias("_first_in_radius_ts"),
-        (d - th.reject_margin_k * acc).filter(usable).min().alias("_w_min_lower_m"),
-        *(pl.col(name).filter(in_window).any().alias(f"_w_{name}") for name in _SPOOFS),
-    )
+
+    def __init__(self, code: IntArray, t_us: IntArray, t0: int, span: int, n_codes: int):
+        self.code, self.t_us, self.t0, self.span = code, t_us, t0, span
+        fits = (n_codes + 2) * span < _KEY_LIMIT
+        self.key = self.composite(code, t_us) if fits else None
+
+    @classmethod
+    def in_span(cls, code: IntArray, t_us: IntArray, t0: int, span: int, n_codes: int) -> _Keys:
+        """Like the constructor for times known to lie in ``[t0, t0 + span)`` (no clipping)."""
+        keys = cls(code[:0], t_us[:0], t0, span, n_codes)
+        keys.code, keys.t_us = code, t_us
+        if keys.key is not None:
+            key = code * span
+            key += t_us
+            key -= t0
+            keys.key = key
+        return keys
+
+    def composite(self, code: IntArray, t_us: IntArray) -> IntArray:
+        return code * self.span + np.clip(t_us - self.t0, 0, self.span - 1)
+
+    def search(self, code: IntArray, t_us: IntArray, side: Literal["left", "right"]) -> IntArray:
+        if self.key is not None:
+            return np.searchsorted(self.key, self.composite(code, t_us), side).astype(np.int64)
+        out = np.empty(len(code), dtype=np.int64)
+        for c in np.unique(code).tolist():
+            sel = code == c
+            b0, b1 = np.searchsorted(self.code, [c, c + 1], side="left").tolist()
+            out[sel] = b0 + np.searchsorted(self.t_us[b0:b1], t_us[sel], side)
+        return out
+
+
+class _Track:
+    """Fixes in technician/time order as numpy arrays, searched per technician.
+
+    Technicians get integer codes (those with fixes first, in order, then arrival
+    technicians without fixes; -1: unknown). Arrays are views of the frame's buffers where
+    polars allows it; positions that may be out of range go through ``clip``.
+    """
+
+    def __init__(self, fixes: pl.DataFrame, arrival_tech: pl.Series, t_a: IntArray, margin_us: int):
+        cols = [c for c in (*FIX_COLUMNS, "mock_location", "ingested_ts") if c in fixes.columns]
+        fx = fixes.select(cols).drop_nulls(["technician_id", "ts"])
+        tech = fx["technician_id"]
+        t_us = fx["ts"].dt.epoch("us").to_numpy().astype(np.int64)
+        ordered = tech.is_sorted()
+        if ordered and len(t_us) > 1:
+            new_tech = (tech != tech.shift(1)).fill_null(True).to_numpy()[1:]
+            ordered = bool(np.all((t_us[1:] >= t_us[:-1]) | new_tech))
+        if not ordered:  # the runner loads fixes in this order already: the rare path
+            fx = fx.sort("technician_id", "ts", maintain_order=True)
+            tech, t_us = fx["technician_id"], fx["ts"].dt.epoch("us").to_numpy().astype(np.int64)
+        self.frame, self.n = fx, fx.height
+        code = tech.rle_id().to_numpy().astype(np.int64)
+        names = tech.gather(np.flatnonzero(np.diff(code, prepend=-1)))
+        extra = arrival_tech.filter(~arrival_tech.is_in(names.implode())).drop_nulls().unique()
+        self.names = pl.concat([names, extra.cast(names.dtype)])
+
+        def col(name: str) -> FloatArray:  # one NaN row when there are no fixes: clip-safe
+            values = fx[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            return values if len(values) else np.full(1, np.nan)
+
+        self.lat, self.lon, self.acc = col("lat"), col("lon"), col("accuracy_m")
+        self.t_us = t_us if len(t_us) else np.zeros(1, dtype=np.int64)
+        self.code = code if len(code) else np.full(1, -2, dtype=np.int64)
+        self.mock = (
+            fx["mock_location"].fill_null(False).cast(pl.Boolean).to_numpy()
+            if "mock_location" in fx.columns
+            else None
+        )
+        never = np.iinfo(np.int64).max
+        self.ingested_us = (
+            fx["ingested_ts"].dt.epoch("us").fill_null(never).to_numpy()
+            if "ingested_ts" in fx.columns
+            else None
+        )
+        ends = [t_us.min(), t_us.max()] if len(t_us) else []
+        t_all = np.concatenate([ends, t_a, [0] if not (len(t_us) or len(t_a)) else []])
+        t0 = int(t_all.min()) - margin_us - 1
+        span = int(t_all.max()) - t0 + margin_us + 2
+        self.keys = _Keys.in_span(code, t_us, t0, span, len(self.names))
+
+    def codes(self, tech: pl.Series) -> IntArray:
+        """Codes of technician ids (-1: unknown or null)."""
+        lookup = pl.Series(np.arange(len(self.names), dtype=np.int64))
+        coded = tech.replace_strict(self.names, lookup, default=-1, return_dtype=pl.Int64)
+        return coded.fill_null(-1).to_numpy().astype(np.int64)
+
+    def search(self, code: IntArray, t_us: IntArray, side: Literal["left", "right"]) -> IntArray:
+        return self.keys.search(code, t_us, side)
+
+    def clip(self, idx: IntArray) -> IntArray:
+        """Positions made safe to index with (validity is the caller's mask)."""
+        return np.clip(idx, 0, len(self.code) - 1)
+
+    def flag_spans(self, th: ArrivalThresholds, now_us: int | None) -> dict[str, _Spans]:
+        """Where each named spoofing flag is set, as sorted disjoint position spans.
+
+        One contiguous pass over the fixes; the speed rule tests the exact distance only
+        where a cheap upper bound (``(|Δlat| + |Δlon|)·max metres per degree``) is too fast.
+        """
+        n, t = self.n, self.t_us[: self.n]
+        same = self.code[1:n] == self.code[: n - 1]
+        future = np.zeros(n, dtype=bool)
+        if now_us is not None:
+            future |= t > now_us
+        if self.ingested_us is not None:
+            future |= t > self.ingested_us[:n]
+        mock = self.mock[:n] if self.mock is not None else np.zeros(n, dtype=bool)
+        return {
+            "mock_location": _Spans.of(np.flatnonzero(mock)),
+            "future_fix": _Spans.of(np.flatnonzero(future)),
+            "spoof_speed": _Spans.of(self._too_fast(same, th.max_speed_mps)),
+            "spoof_repeated_coords": self._repeated(same, th.repeat_coord_run),
+        }
+
+    def duplicates(self) -> _Spans:
+        """Fixes with the technician and time of the previous fix (they count once)."""
+        n = self.n
+        dup = (self.t_us[1:n] == self.t_us[: n - 1]) & (self.code[1:n] == self.code[: n - 1])
+        return _Spans.of(np.flatnonzero(dup) + 1)
+
+    def _too_fast(self, same: BoolArray, max_speed_mps: float) -> IntArray:
+        """Positions whose fix needed more than ``max_speed_mps`` from the previous one."""
+        n = self.n
+        limit_m = np.diff(self.t_us[:n]) * (0.999e-6 * max_speed_mps)
+        bound_m = np.abs(np.diff(self.lat[:n]))
+        bound_m += np.abs(np.diff(self.lon[:n]))
+        bound_m *= _M_PER_DEG_MAX  # >= the local distance
+        doubt = np.flatnonzero(~(bound_m <= limit_m))
+        doubt = doubt[same[doubt]] + 1
+        p = doubt - 1
+        step = local_distance_m(self.lat[p], self.lon[p], self.lat[doubt], self.lon[doubt])
+        dt = (self.t_us[doubt] - self.t_us[p]) / 1e6
+        with np.errstate(divide="ignore", invalid="ignore"):
+            speed = np.where(dt > 0, step / dt, np.where(step > 0, np.inf, 0.0))
+        return doubt[speed > max_speed_mps]
+
+    def _repeated(self, same: BoolArray, run: int) -> _Spans:
+        """Runs of >= ``run`` identical coordinates of one technician."""
+        n = self.n
+        link = same & (self.lat[1:n] == self.lat[: n - 1]) & (self.lon[1:n] == self.lon[: n - 1])
+        starts = np.flatnonzero(np.concatenate([[n > 0], ~link]))
+        ends = np.append(starts[1:], n)
+        long = ends - starts >= run
+        return _Spans(starts[long], ends[long])
+
+
+@dataclass(frozen=True)
+class _Spans:
+    """Sorted, disjoint position spans ``[start, end)``."""
+
+    start: IntArray
+    end: IntArray
+
+    @classmethod
+    def of(cls, positions: IntArray) -> _Spans:
+        return cls(positions, positions + 1)
+
+    def count_in(self, lo: IntArray, hi: IntArray) -> IntArray:
+        """Positions covered in each ``[lo, hi)`` (single-position spans only)."""
+        return np.searchsorted(self.start, hi, "left") - np.searchsorted(self.start, lo, "left")
+
+    def any_in(self, lo: IntArray, hi: IntArray) -> BoolArray:
+        """Whether any span meets ``[lo, hi)``."""
+        if not len(self.start):
+            return np.zeros(len(lo), dtype=bool)
+        k = np.minimum(np.searchsorted(self.end, lo, side="right"), len(self.start) - 1)
+        return (self.end[k] > lo) & (self.start[k] < hi) & (hi > lo)
+
+
+def _nearest_fix(
+    tr: _Track, code: IntArray, t: IntArray, at: IntArray, right: IntArray, th: ArrivalThresholds
+) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
+    """Last fix at/before and first fix at/after each arrival within ``max_fix_gap``, and the
+    decisive one: the acceptable one if only one is, else the nearer in time (before on a
+    tie). ``at``/``right``: left/right search positions of the arrivals. Returns positions
+    ``before, after, pick`` (-1: none) and whether ``pick`` is acceptable."""
+    gap = th.max_fix_gap // timedelta(microseconds=1)
+    b, f = tr.clip(right - 1), tr.clip(at)
+    has_b = (right > 0) & (tr.code[b] == code) & (t - tr.t_us[b] <= gap)
+    has_f = (at < tr.n) & (tr.code[f] == code) & (tr.t_us[f] - t <= gap)
+    ok_b = has_b & (tr.acc[b] <= th.max_accuracy_m)
+    ok_f = has_f & (tr.acc[f] <= th.max_accuracy_m)
+    b_gap, f_gap = t - tr.t_us[b], tr.t_us[f] - t
+    b, f = np.where(has_b, b, -1), np.where(has_f, f, -1)
+    b_first = (ok_b & ~ok_f) | ((ok_b == ok_f) & has_b & has_f & (b_gap <= f_gap)) | ~has_f
+    return b, f, np.where(b_first, b, f), np.where(b_first, ok_b, ok_f)
+
+
+def _window(
+    tr: _Track, code: IntArray, t: IntArray, at: IntArray, right: IntArray,
+    c_lat: FloatArray, c_lon: FloatArray, th: ArrivalThresholds, flags: dict[str, _Spans],
+) -> dict[str, pl.Series]:  # fmt: skip
+    """Per arrival (sorted by code, time): the fixes that are its evidence, aggregated.
+
+    A fix is evidence for the next arrival of its technician within ``arrival_lookback`` and
+    for the previous one within ``max_fix_gap`` (never more), so each arrival's fixes are one
+    contiguous run of positions. Over them: the fixes within ±max_fix_gap (count and spoof
+    flags), the closest any usable fix within ±reject_window could be
+    (``distance - reject_margin_k·accuracy``) and the first fix inside the radius. A fix with
+    the same technician and time as the previous one counts once.
+    """
+    us = timedelta(microseconds=1)
+    lookback, gap = th.arrival_lookback // us, th.max_fix_gap // us
+    near = min(th.reject_window, th.max_fix_gap) // us
+    n = len(code)
+    plus_gap = tr.search(code, t + gap, "right")
+    prev_right = np.concatenate([[0], right[:-1]])  # fixes after the previous arrival
+    next_left = np.append(at[1:], tr.n)  # fixes before the next arrival
+    f_lo, f_hi = np.maximum(tr.search(code, t - lookback, "left"), prev_right), right
+    b_lo, b_hi = at, np.minimum(plus_gap, next_left)
+    f_none, b_none = f_lo >= f_hi, b_lo >= b_hi
+    lo = np.where(f_none, b_lo, np.where(b_none, f_lo, np.minimum(f_lo, b_lo)))
+    hi = np.where(f_none, b_hi, np.where(b_none, f_hi, np.maximum(f_hi, b_hi)))
+    g_lo = np.maximum(lo, tr.search(code, t - gap, "left"))  # within ±max_fix_gap
+    g_hi = np.maximum(np.minimum(hi, plus_gap), g_lo)
+    dups = tr.duplicates()
+    out: dict[str, pl.Series] = {
+        "n_fixes_in_window": pl.Series(g_hi - g_lo - dups.count_in(g_lo, g_hi), dtype=pl.Int64)
+    }
+    for name, spans in flags.items():
+        out[f"_w_{name}"] = pl.Series(spans.any_in(g_lo, g_hi))
+
+    u_lo = np.maximum(lo, tr.search(code, t - near, "left"))  # within ±reject_window
+    u_hi = np.minimum(hi, tr.search(code, t + near, "right"))
+    ev, pos = _ranges(u_lo, u_hi)
+    usable = (tr.acc[pos] <= th.max_accuracy_m) & (dups.count_in(pos, pos + 1) == 0)
+    ev, pos = ev[usable], pos[usable]
+    lower = local_distance_m(tr.lat[pos], tr.lon[pos], c_lat[ev], c_lon[ev])
+    lower -= th.reject_margin_k * tr.acc[pos]
+    w_min = np.full(n, np.nan)
+    if len(ev):
+        first = np.flatnonzero(np.diff(ev, prepend=-1))
+        w_min[ev[first]] = np.fmin.reduceat(lower, first)
+    out["_w_min_lower_m"] = _null_nan(w_min)
+    out["_first_in_radius_ts"] = _first_inside(tr, lo, hi, c_lat, c_lon, th)
+    return out
+
+
+def _first_inside(
+    tr: _Track, lo: IntArray, hi: IntArray, c_lat: FloatArray, c_lon: FloatArray,
+    th: ArrivalThresholds,
+) -> pl.Series:  # fmt: skip
+    """Time of the first fix in ``[lo, hi)`` with ``distance + accuracy_k·accuracy <= radius``.
+
+    Two cheap filters first: the accuracy alone must fit in the radius (per fix, one pass),
+    then the latitude offset alone (``|Δlat|·min metres per degree`` never exceeds the
+    distance); the exact distance runs on what is left.
+    """
+    acc = tr.acc[: tr.n]
+    eps = 1e-9 * (1.0 + th.radius_m)
+    k = th.accuracy_k
+    # positions that could ever qualify (a null accuracy never does: it counts as infinite)
+    fits = np.flatnonzero(acc <= (th.radius_m + eps) / k if k > 0 else ~np.isnan(acc))
+    ev, j = _ranges(np.searchsorted(fits, lo), np.searchsorted(fits, hi))
+    pos = fits[j]
+    k_acc = k * tr.acc[pos]
+    near = np.abs(tr.lat[pos] - c_lat[ev]) * _M_PER_DEG_MIN <= th.radius_m - k_acc + eps
+    ev, pos, k_acc = ev[near], pos[near], k_acc[near]
+    d = local_distance_m(tr.lat[pos], tr.lon[pos], c_lat[ev], c_lon[ev])
+    inside = d + k_acc <= th.radius_m
+    ev, pos = ev[inside], pos[inside]
+    first = np.flatnonzero(np.diff(ev, prepend=-1))
+    first_pos = np.full(len(lo), -1, dtype=np.int64)
+    first_pos[ev[first]] = pos[first]
+    return _take(tr.frame["ts"], first_pos, first_pos >= 0)
+
+
+def _stop_columns(
+    tr: _Track, stops: pl.DataFrame, code: IntArray, t: IntArray, c_lat: FloatArray,
+    c_lon: FloatArray, th: ArrivalThresholds,
+) -> dict[str, pl.Series]:  # fmt: skip
+    """The latest stop (enough fixes) starting before ``ts + max_fix_gap`` and not ended
+    before ``ts - max_fix_gap``, with its distance to the customer."""
+    gap = th.max_fix_gap // timedelta(microseconds=1)
+    st = stops.filter(pl.col("n_fixes") >= th.stop_min_fixes).drop_nulls(["start_ts"])
+    s_code = tr.codes(st["technician_id"])
+    s_start = st["start_ts"].dt.epoch("us").to_numpy().astype(np.int64)
+    order = np.lexsort((s_start, s_code))
+    keys = _Keys(s_code[order], s_start[order], tr.keys.t0, tr.keys.span, len(tr.names))
+    k = keys.search(code, t + gap, "right") - 1
+    row = order[np.maximum(k, 0)] if len(order) else np.zeros(len(code), dtype=np.int64)
+    live = (k >= 0) & (code >= 0)
+    if len(order):
+        live &= s_code[row] == code
+        end = st["end_ts"].dt.epoch("us").fill_null(np.iinfo(np.int64).min).to_numpy()
+        live &= end[row] >= t - gap
+    cols = {
+        "start_ts": "start_ts",
+        "stop_n_fixes": "n_fixes",
+        "stop_centroid_lat": "centroid_lat",
+        "stop_centroid_lon": "centroid_lon",
+        "stop_se_m": "centroid_se_m",
+    }
+    out = {name: _take(st[src], row, live).alias(name) for name, src in cols.items()}
+    s_lat = out["stop_centroid_lat"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    s_lon = out["stop_centroid_lon"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    out["stop_distance_m"] = _null_nan(local_distance_m(s_lat, s_lon, c_lat, c_lon))
+    return out
 
 
 def verify_arrivals(
@@ -267,6 +469,10 @@ def verify_arrivals(
     ``physical_arrival_ts`` (stop start, else first fix within the radius in the lookback),
     ``status_lag_s`` (arrival ts minus physical arrival, s), ``thresholds`` (JSON) and
     ``rule_version``.
+
+    Speed: fixes already in technician/time order (as the runner loads them) are not
+    re-sorted; every as-of lookup is a ``searchsorted`` on a composite (technician, µs) key
+    and only the fixes that are some arrival's evidence are touched after that.
     """
     th = thresholds
     require_columns(arrivals.columns, ARRIVAL_COLUMNS, "arrivals")
@@ -276,50 +482,59 @@ def verify_arrivals(
         pl.col("site_id")
         if "site_id" in arrivals.columns
         else pl.lit(None, pl.String).alias("site_id")
-    ).sort("technician_id", "ts")
-    fx = _flag_fixes(fixes, th, now)
-    a = _nearest_fix(a, fx, th).join(_window_counts(a, fx, th), on="event_id", how="left")
-    st = stops.filter(pl.col("n_fixes") >= th.stop_min_fixes).sort("technician_id", "start_ts")
-    st = st.select(
-        "technician_id",
-        "start_ts",
-        pl.col("end_ts").alias("stop_end_ts"),
-        pl.col("n_fixes").alias("stop_n_fixes"),
-        pl.col("centroid_lat").alias("stop_centroid_lat"),
-        pl.col("centroid_lon").alias("stop_centroid_lon"),
-        pl.col("centroid_se_m").alias("stop_se_m"),
     )
-    a = a.with_columns((pl.col("ts") + th.max_fix_gap).alias("_ts_hi")).sort(
-        "technician_id", "_ts_hi"
-    )
-    a = a.join_asof(
-        st, left_on="_ts_hi", right_on="start_ts", by="technician_id", check_sortedness=False
-    )
-    stop_cols = [c for c in st.columns if c != "technician_id"]
-    live = pl.col("stop_end_ts") >= pl.col("ts") - th.max_fix_gap
-    a = a.with_columns(pl.when(live).then(pl.col(c)).alias(c) for c in stop_cols)
-    a = a.with_columns(
-        _dist("stop_centroid_lat", "stop_centroid_lon", "customer_lat", "customer_lon").alias(
-            "stop_distance_m"
-        )
-    )
+    us = timedelta(microseconds=1)
+    margin = max(th.arrival_lookback, th.max_fix_gap, th.reject_window) // us
+    a_t = a["ts"].dt.epoch("us").fill_null(0).to_numpy().astype(np.int64)
+    tr = _Track(fixes, a["technician_id"], a_t, margin)
+    code = tr.codes(a["technician_id"])
+    code[a["ts"].is_null().to_numpy()] = -1
+    order = np.lexsort((a_t, code))
+    a = a[pl.Series(order)]
+    code, t = code[order], a_t[order]
+    c_lat = a["customer_lat"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    c_lon = a["customer_lon"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    now_us = None
+    if now is not None:
+        now_us = int(pl.Series([now]).dt.convert_time_zone("UTC").dt.epoch("us")[0])
+
+    at, right = tr.search(code, t, "left"), tr.search(code, t, "right")
+    b, f, pick, pick_ok = _nearest_fix(tr, code, t, at, right, th)
+    has_pick = pick >= 0
+    p = tr.clip(pick)
+    fx = tr.frame
+    cols: dict[str, pl.Series] = {
+        "b_ts": _take(fx["ts"], b, b >= 0),
+        "f_ts": _take(fx["ts"], f, f >= 0),
+        "fix_ts": _take(fx["ts"], pick, has_pick),
+        "fix_lat": _take(fx["lat"], pick, has_pick),
+        "fix_lon": _take(fx["lon"], pick, has_pick),
+        "fix_accuracy_m": _take(fx["accuracy_m"], pick, has_pick),
+        "fix_d": _null_nan(
+            np.where(has_pick, local_distance_m(tr.lat[p], tr.lon[p], c_lat, c_lon), np.nan)
+        ),
+        "fix_ok": pl.Series(pick_ok),
+    }
+    flags = tr.flag_spans(th, now_us)
+    for name, spans in flags.items():
+        cols[f"fix_{name}"] = pl.Series(spans.any_in(pick, pick + 1) & has_pick)
+    cols.update(_window(tr, code, t, at, right, c_lat, c_lon, th, flags))
+    cols.update(_stop_columns(tr, stops, code, t, c_lat, c_lon, th))
+    a = a.with_columns(s.alias(name) for name, s in cols.items())
     a = _join_uwb(a, uwb, th)
     return _decide(a, th)
 
 
 def _join_uwb(a: pl.DataFrame, uwb: pl.DataFrame | None, th: ArrivalThresholds) -> pl.DataFrame:
-    if uwb is None:
-        uwb = pl.DataFrame(
-            schema={
-                "technician_id": pl.String,
-                "site_id": pl.String,
-                "ts": a.schema["ts"],
-                "lat": pl.Float64,
-                "lon": pl.Float64,
-                "error_m": pl.Float64,
-            }
+    if uwb is not None:
+        require_columns(uwb.columns, UWB_COLUMNS, "uwb")
+    a = a.with_columns(pl.col("site_id").cast(pl.String))
+    if uwb is None or uwb.height == 0:  # no UWB evidence: the columns, all null
+        return a.with_columns(
+            pl.lit(None, a.schema["ts"]).alias("uwb_ts"),
+            *(pl.lit(None, pl.Float64).alias(c) for c in ("uwb_lat", "uwb_lon", "uwb_error_m")),
+            pl.lit(None, pl.Float64).alias("uwb_distance_m"),
         )
-    require_columns(uwb.columns, UWB_COLUMNS, "uwb")
     u = uwb.select(*UWB_COLUMNS).filter(pl.col("error_m") <= th.uwb_max_error_m)
     u = u.with_columns(pl.col("site_id").cast(pl.String)).sort("technician_id", "site_id", "ts")
     u = u.rename({"ts": "uwb_ts", "lat": "uwb_lat", "lon": "uwb_lon", "error_m": "uwb_error_m"})
@@ -365,38 +580,40 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
         flagged = pl.col(f"fix_{name}").fill_null(False) | pl.col(f"_w_{name}").fill_null(False)
         spoof = pl.when(has_fix & flagged).then(pl.lit(name)).otherwise(spoof)
     at_site = pl.col("site_id").is_not_null()
-    verdict_reason_by = (
-        pl.when(has_uwb & uwb_in)
-        .then(pl.lit(["VERIFIED", None, "uwb"]))
-        .when(has_uwb & uwb_out)
-        .then(pl.lit(["REJECTED", None, "uwb"]))
-        .when(has_uwb)
-        .then(pl.lit(["INCONCLUSIVE", "straddles_radius", "uwb"]))
-        .when(spoof.is_not_null())
-        .then(pl.concat_list(pl.lit("INCONCLUSIVE"), spoof, pl.lit(None)))
-        .when(fix_in)
-        .then(pl.lit(["VERIFIED", None, "gps_fix"]))
-        .when(stop_in)
-        .then(pl.lit(["VERIFIED", None, "stop"]))
-        .when(fix_out)
-        .then(pl.lit(["REJECTED", None, "gps_fix"]))
-        .when(~fix_ok & stop_out)
-        .then(pl.lit(["REJECTED", None, "stop"]))
-        .when(~fix_ok & at_site)
-        .then(pl.lit(["INCONCLUSIVE", "gps_blind_no_uwb", None]))
-        .when(~has_fix)
-        .then(pl.lit(["INCONCLUSIVE", "no_fix_within_window", None]))
-        .when(~fix_ok)
-        .then(pl.lit(["INCONCLUSIVE", "poor_accuracy", None]))
-        .otherwise(pl.lit(["INCONCLUSIVE", "straddles_radius", None]))
-    )
+    # (condition, verdict, reason, decided_by), first match wins; reason None on the spoof
+    # branch: the spoof rule's name
+    branches: list[tuple[pl.Expr, str, str | None, str | None]] = [
+        (has_uwb & uwb_in, "VERIFIED", None, "uwb"),
+        (has_uwb & uwb_out, "REJECTED", None, "uwb"),
+        (has_uwb, "INCONCLUSIVE", "straddles_radius", "uwb"),
+        (spoof.is_not_null(), "INCONCLUSIVE", None, None),
+        (fix_in, "VERIFIED", None, "gps_fix"),
+        (stop_in, "VERIFIED", None, "stop"),
+        (fix_out, "REJECTED", None, "gps_fix"),
+        (~fix_ok & stop_out, "REJECTED", None, "stop"),
+        (~fix_ok & at_site, "INCONCLUSIVE", "gps_blind_no_uwb", None),
+        (~has_fix, "INCONCLUSIVE", "no_fix_within_window", None),
+        (~fix_ok, "INCONCLUSIVE", "poor_accuracy", None),
+    ]
+    fallback = ("INCONCLUSIVE", "straddles_radius", None)
+    branch: pl.Expr = pl.lit(len(branches), pl.Int8)
+    for k in reversed(range(len(branches))):
+        branch = pl.when(branches[k][0]).then(pl.lit(k, pl.Int8)).otherwise(branch)
+    table = [b[1:] for b in branches] + [fallback]
+
+    def pick(field: int) -> pl.Expr:
+        values = pl.Series([row[field] for row in table], dtype=pl.String)
+        return pl.col("_branch").replace_strict(list(range(len(table))), values)
+
+    spoof_branch = pl.col("_branch") == 3
     physical = (
         pl.when(pl.col("stop_distance_m") + th.stop_se_k * pl.col("stop_se_m") <= r)
         .then(pl.col("start_ts"))
         .otherwise(pl.col("_first_in_radius_ts"))
     )
     return (
-        a.with_columns(verdict_reason_by.alias("_v"), physical.alias("physical_arrival_ts"))
+        a.with_columns(branch.alias("_branch"), spoof.alias("_spoof"))
+        .with_columns(physical.alias("physical_arrival_ts"))
         .select(
             *[
                 c
@@ -404,9 +621,9 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
                 if not c.startswith(("b_", "f_", "fix_", "_", "stop_", "uwb_"))
                 and c not in ("start_ts", "n_fixes_in_window", "stop_distance_m")
             ],
-            pl.col("_v").list.get(0).alias("verdict"),
-            pl.col("_v").list.get(1).alias("reason"),
-            pl.col("_v").list.get(2).alias("decided_by"),
+            pick(0).alias("verdict"),
+            pl.when(spoof_branch).then(pl.col("_spoof")).otherwise(pick(1)).alias("reason"),
+            pick(2).alias("decided_by"),
             pl.col("b_ts").alias("fix_before_ts"),
             pl.col("f_ts").alias("fix_after_ts"),
             "fix_ts",

@@ -192,3 +192,28 @@ def test_enter_reports_the_run_start_as_since_ts() -> None:
     ).row(0, named=True)
     assert ev["since_ts"] == fx["ts"][1]
     assert ev["ts"] == fx["ts"][3]
+
+
+def test_output_is_sorted_by_seq_then_fence_id_whatever_the_fence_order() -> None:
+    fences = [
+        {**CIRCLE, "fence_id": "z"},
+        {**CIRCLE, "fence_id": "a", "radius_m": 8.0},
+        {**SQUARE_WITH_HOLE, "fence_id": "m"},
+    ]
+    out = _stamp(fences, [(0.0, 0.0), (5.0, 0.0), (14.0, 0.0)], accuracy_m=1.0)
+    assert out.rows() == out.sort("seq", "fence_id").rows()
+    assert out.filter(pl.col("seq") == 1)["fence_id"].to_list() == ["a", "m", "z"]
+
+
+def test_far_reaching_and_nan_fixes_take_the_slow_path_safely() -> None:
+    fx = make_fixes([(0.0, 0.0), (3000.0, 0.0), (0.0, 2.0)], accuracy_m=[1.0, 5000.0, 1.0])
+    fx = pl.concat([fx, make_fixes([(0.0, 0.0)], technician_id="tech-2")]).with_columns(
+        pl.when(pl.col("technician_id") == "tech-2")
+        .then(float("nan"))
+        .otherwise("lat")
+        .alias("lat")
+    )
+    out = stamp_membership(fx, FenceSet.from_frame(make_fences([CIRCLE])), accuracy_k=1.0)
+    assert out["fix_row"].to_list() == [0, 1, 2]  # the 5 km accuracy circle reaches the fence
+    # fix 1's segment starts inside the fence, fix 2's ends inside it
+    assert out["segment_crosses"].to_list() == [False, True, True]
