@@ -23,6 +23,10 @@ DISPATCH_HOURS = "dispatch-hours"
 DISPATCH_LAYERS = "dispatch-layers"
 DISPATCH_REFRESH = "dispatch-refresh"
 DISPATCH_NOTE = "dispatch-note"
+DISPATCH_AT = "dispatch-at"  # as-of slider: epoch seconds
+DISPATCH_AT_LABEL = "dispatch-at-label"
+DISPATCH_AT_LATEST = "dispatch-at-latest"
+DISPATCH_AT_WANT = "dispatch-at-want"  # Store: the URL's at= (epoch s, "latest" or None)
 
 # Ticket page
 TICKET_HEADER = "ticket-header"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import polars as pl
+from plotly.subplots import make_subplots
 
 from dashboard.figures.status import empty_figure
 
@@ -15,32 +16,70 @@ _LAYOUT = {
 VERDICT_COLOURS = {"VERIFIED": "#2b8a3e", "INCONCLUSIVE": "#f08c00", "REJECTED": "#e03131"}
 
 
+def _minutes_text(value: float | None) -> str:
+    """Minutes as short text: minutes below 10 h, else hours. Pure."""
+    if value is None:
+        return ""
+    return f"{value:.0f}" if value < 600 else f"{value / 60:.0f} h"
+
+
 def segments_figure(q: pl.DataFrame, order: tuple[str, ...]) -> go.Figure:
-    """Box per journey segment from precomputed quantiles (whiskers: p05–p95), log minutes."""
+    """One row per journey segment, each on its own linear minutes axis.
+
+    Boxes come from precomputed quantiles (box p25–p75, whiskers p5–p95); each row's view
+    ends just past its p95 whisker (the p99 tail is in the hover), so outliers do not squash
+    the box. Segments differ by orders of magnitude (a minute's idle, days' revisit gap), so
+    a shared axis would flatten the short ones; a segment that is always 0 says so.
+    """
     if q.height == 0:
         return empty_figure("No completed journey segments yet")
-    q = q.with_columns(pl.col("segment").cast(pl.Enum(order))).sort("segment", descending=True)
-    labels = [f"{s} (n={n:,})" for s, n in zip(q["segment"], q["n"], strict=True)]
-    fig = go.Figure(
-        go.Box(
-            y=labels,
-            q1=q["p25"].to_list(),
-            median=q["p50"].to_list(),
-            q3=q["p75"].to_list(),
-            lowerfence=q["p05"].to_list(),
-            upperfence=q["p95"].to_list(),
-            orientation="h",
-            marker_color="#1c7ed6",
-            name="minutes",
-            meta="segments",
+    q = q.with_columns(pl.col("segment").cast(pl.Enum(order))).sort("segment")
+    rows = q.height
+    fig = make_subplots(rows=rows, cols=1, vertical_spacing=0.35 / rows)
+    for i, r in enumerate(q.iter_rows(named=True), start=1):
+        top = r["p95"] or 0.0
+        label = f"{r['segment']} (n={r['n']:,})"
+        fig.add_trace(
+            go.Box(
+                y=[label],
+                q1=[r["p25"]],
+                median=[r["p50"]],
+                q3=[r["p75"]],
+                lowerfence=[r["p05"]],
+                upperfence=[r["p95"]],
+                orientation="h",
+                marker_color="#1c7ed6",
+                line={"width": 2},
+                fillcolor="rgba(28,126,214,.35)",
+                name=str(r["segment"]),
+                meta="segments",
+                hovertemplate=(
+                    f"{r['segment']}<br>median {r['p50']:.1f} min · p25–p75 "
+                    f"{r['p25']:.1f}–{r['p75']:.1f} · p5–p95 {r['p05']:.1f}–{r['p95']:.1f}"
+                    f" · p99 {r.get('p99') or 0:.1f}<extra></extra>"
+                ),
+            ),
+            row=i,
+            col=1,
         )
-    )
+        pad = max(top * 0.06, 0.05)
+        fig.update_xaxes(range=[-pad, (top or 1.0) + pad], row=i, col=1, nticks=8)
+        if top == 0:
+            fig.add_annotation(
+                text="always 0 min",
+                xref=f"x{i if i > 1 else ''} domain",
+                yref=f"y{i if i > 1 else ''} domain",
+                x=0.5,
+                y=0.5,
+                showarrow=False,
+                font={"size": 11, "color": "#57606a"},
+            )
     fig.update_layout(
-        **_LAYOUT,
-        title="Journey segments (minutes; box p25–p75, whiskers p5–p95)",
-        xaxis={"type": "log", "title": "minutes"},
+        **{**_LAYOUT, "height": 90 + 70 * rows},
+        title="Journey segments (minutes, own scale per row; box p25–p75, whiskers p5–p95)",
         showlegend=False,
     )
+    fig.update_yaxes(tickfont={"size": 11}, fixedrange=True)
     return fig
 
 
@@ -63,24 +102,43 @@ def lag_figure(hist: pl.DataFrame) -> go.Figure:
 
 
 def regions_figure(medians: pl.DataFrame, order: tuple[str, ...]) -> go.Figure:
-    """Heatmap region × segment of median minutes."""
+    """Heatmap region × segment: text gives median minutes, colour how a region compares with
+    the segment's median over regions (red slower, blue faster, saturating at ±25 %).
+
+    Colouring by raw minutes would let the days-long revisit gap wash out every other column.
+    """
     if medians.height == 0:
         return empty_figure("No journeys per region yet")
     wide = medians.pivot(on="segment", index="region", values="minutes").sort("region")
     cols = [s for s in order if s in wide.columns]
-    z = wide.select(cols).to_numpy()
+    minutes = wide.select(cols)
+    relative = minutes.select(
+        (100 * (pl.col(c) / pl.col(c).median() - 1)).fill_nan(0.0).fill_null(0.0).alias(c)
+        for c in cols
+    )
     fig = go.Figure(
         go.Heatmap(
-            z=z,
+            z=relative.to_numpy(),
             x=cols,
             y=wide["region"].to_list(),
-            colorscale="YlOrRd",
-            texttemplate="%{z:.0f}",
-            colorbar={"title": "min"},
+            text=[[_minutes_text(v) for v in row] for row in minutes.rows()],
+            customdata=minutes.to_numpy(),
+            colorscale="RdBu_r",
+            zmid=0,
+            zmin=-25,
+            zmax=25,
+            texttemplate="%{text}",
+            hovertemplate=(
+                "%{y} · %{x}: median %{customdata:.1f} min (%{z:+.0f} % vs median)<extra></extra>"
+            ),
+            colorbar={"title": "% vs median", "ticksuffix": " %"},
             meta="regions",
         )
     )
-    fig.update_layout(**_LAYOUT, title="Median minutes by region and segment")
+    fig.update_layout(
+        **_LAYOUT,
+        title="Median minutes by region and segment (shade: vs the segment's median)",
+    )
     return fig
 
 

@@ -11,6 +11,8 @@ import h3
 import plotly.graph_objects as go
 import polars as pl
 
+from dashboard.figures.alerts import short_summary
+
 TECH_COLOURS = {
     "idle": "#1971c2",
     "assigned": "#7048e8",
@@ -186,7 +188,7 @@ def dispatch_figure(
                     "line": {"width": 3, "color": "#c92a2a"},
                     "name": f"alert {row['tag']} ({row['member_count']})",
                     "meta": "alerts",
-                    "hovertext": row["explanation"],
+                    "hovertext": short_summary(row["explanation"]),
                     "hoverinfo": "text",
                     "showlegend": False,
                 }
@@ -267,6 +269,23 @@ def dispatch_figure(
     return {"data": traces, "layout": map_layout(basemap, center, zoom, uirevision="dispatch")}
 
 
+def arrival_zoom(lat: float, focus_m: float, *, height_px: int, margin: float = 2.5) -> float:
+    """Zoom at which ``margin`` × ``focus_m`` either side of the centre fits ``height_px``."""
+    m_per_px_z0 = 2 * math.pi * 6_378_137 / 512 * math.cos(math.radians(lat))  # 512 px tiles
+    span_m = max(2 * margin * focus_m, 1.0)
+    return round(min(21.0, max(1.0, math.log2(m_per_px_z0 * height_px / span_m))), 2)
+
+
+@dataclass(frozen=True)
+class DecisiveFix:
+    """The fix the arrival verdict rests on (from the check's evidence)."""
+
+    lat: float
+    lon: float
+    label: str
+    distance_m: float | None = None
+
+
 def arrival_figure(
     *,
     customer: tuple[float, float] | None,
@@ -274,8 +293,16 @@ def arrival_figure(
     stop: tuple[float, float] | None,
     radius_m: float,
     basemap: Basemap,
+    decisive: DecisiveFix | None = None,
+    min_focus_m: float = 25.0,
 ) -> go.Figure:
-    """Arrival evidence: the customer circle, fixes with accuracy circles, the stop centroid."""
+    """Arrival evidence around the customer: the radius circle, the fixes near the arrival
+    with their accuracy circles, the stop centroid and the decisive fix.
+
+    Centred on the customer and zoomed so about 2.5 × max(decisive distance, ``min_focus_m``)
+    fits either side, so a 5 m circle stays visible.
+    """
+    height = 380
     fig = go.Figure()
     lats: list[float] = []
     lons: list[float] = []
@@ -290,6 +317,7 @@ def arrival_figure(
                 line={"color": "#1c7ed6", "width": 2},
                 meta="geofence",
                 name=f"{radius_m:g} m around customer",
+                hoverinfo="skip",
             )
         )
         fig.add_trace(
@@ -325,8 +353,8 @@ def arrival_figure(
                 mode="markers",
                 marker={"size": 8, "color": "#f08c00"},
                 meta="fixes",
-                name="GPS fixes",
-                text=[f"{t:%H:%M:%S} ±{a:g} m" for t, a in zip(fixes["ts"], acc, strict=True)],
+                name="GPS fixes (±5 min)",
+                text=[f"{t:%H:%M:%S} ±{a:.1f} m" for t, a in zip(fixes["ts"], acc, strict=True)],
                 hoverinfo="text",
             )
         )
@@ -345,8 +373,40 @@ def arrival_figure(
         )
         lats.append(stop[0])
         lons.append(stop[1])
-    center, zoom = center_zoom(lats, lons, max_zoom=20)
-    fig.update_layout(**map_layout(basemap, center, zoom, height=380))
+    if decisive is not None:
+        fig.add_trace(
+            # No map text: symbol labels need glyphs from a font server (offline: console
+            # errors). The label goes in the legend, the hover and a corner note instead.
+            go.Scattermap(
+                lat=[decisive.lat],
+                lon=[decisive.lon],
+                mode="markers",
+                marker={"size": 14, "color": "#c92a2a"},
+                text=[decisive.label],
+                meta="decisive",
+                name=decisive.label,
+                hoverinfo="text",
+            )
+        )
+        fig.add_annotation(
+            text=f"● {decisive.label}",
+            xref="paper",
+            yref="paper",
+            x=0.99,
+            y=0.01,
+            xanchor="right",
+            yanchor="bottom",
+            showarrow=False,
+            font={"color": "#c92a2a", "size": 12},
+            bgcolor="rgba(255,255,255,.85)",
+        )
+    if customer is not None:
+        focus = max(min_focus_m, (decisive.distance_m or 0.0) if decisive else 0.0)
+        center = {"lat": customer[0], "lon": customer[1]}
+        zoom = arrival_zoom(customer[0], focus, height_px=height)
+    else:
+        center, zoom = center_zoom(lats, lons, max_zoom=20)
+    fig.update_layout(**map_layout(basemap, center, zoom, height=height))
     return fig
 
 

@@ -17,6 +17,7 @@ from dash import html
 from dashboard import replay_ids as rid
 from dashboard.figures.replay import TECH_COLOURS, cursor_shape, plot_time, times
 from dashboard.figures.status import empty_figure
+from dashboard.figures.ticket import evidence_list, evidence_rows
 from geofence.spectrum import (
     SKF_6205_2RS,
     BearingGeometry,
@@ -189,16 +190,10 @@ def verdict_panel(bundle: ReplayBundle, node: str | None) -> html.Div:
             className="muted",
         )
     c = checks.row(0, named=True)
-    evidence = json.loads(c["evidence"] or "{}")
-    facts = {
-        "reason": c["reason"],
-        "decided by": c["decided_by"],
-        "distance (m)": c["distance_m"],
-        "accuracy (m)": c["accuracy_m"],
-        "fixes": c["n_fixes"],
-        "rule version": c["rule_version"],
-        **(evidence if isinstance(evidence, dict) else {"evidence": evidence}),
-    }
+    try:
+        evidence = json.loads(c["evidence"] or "{}")
+    except ValueError:
+        evidence = c["evidence"]
     return html.Div(
         [
             html.Span(
@@ -206,15 +201,7 @@ def verdict_panel(bundle: ReplayBundle, node: str | None) -> html.Div:
                 id=rid.VERDICT_BADGE,
                 className=f"verdict verdict-{c['verdict'].lower()}",
             ),
-            html.Ul(
-                [
-                    html.Li(
-                        [html.B(f"{k}: "), json.dumps(v) if isinstance(v, dict | list) else str(v)]
-                    )
-                    for k, v in facts.items()
-                    if v is not None
-                ]
-            ),
+            evidence_list(evidence_rows(c, evidence)),
         ]
     )
 

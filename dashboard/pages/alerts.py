@@ -15,7 +15,7 @@ from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, n
 from dashboard import ids
 from dashboard.auth import Principal, guard, require_principal
 from dashboard.context import AppContext
-from dashboard.figures.alerts import counts_figure
+from dashboard.figures.alerts import Explanation, counts_figure, explain_alert
 from dashboard.figures.maps import Basemap, cells_figure
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
@@ -138,6 +138,46 @@ def selected_from(search: str | None) -> str | None:
     return values[-1] if values else None
 
 
+def explanation_block(x: Explanation, tz: str) -> html.Div:
+    """The readable explanation, hourly counts and the raw JSON collapsed for auditors."""
+    children: list[Any] = [html.P(x.summary, className="explanation", id="alert-explanation")]
+    if x.counts_by_hour:
+        children.append(
+            html.Div(
+                [
+                    html.Div(
+                        f"member tickets by hour ({len(x.counts_by_hour)} hours with tickets)",
+                        className="small muted",
+                    ),
+                    html.Table(
+                        [
+                            html.Thead(html.Tr([html.Th(f"hour ({tz})"), html.Th("tickets")])),
+                            html.Tbody(
+                                [
+                                    html.Tr([html.Td(h), html.Td(str(n))])
+                                    for h, n in x.counts_by_hour
+                                ]
+                            ),
+                        ],
+                        className="hour-counts",
+                        id="alert-hour-counts",
+                    ),
+                ]
+            )
+        )
+    if x.raw and x.raw != x.summary:
+        children.append(
+            html.Details(
+                [
+                    html.Summary("raw explanation (JSON, for auditors)"),
+                    html.Pre(x.raw, className="raw-json", id="alert-raw"),
+                ],
+                className="raw-details",
+            )
+        )
+    return html.Div(children)
+
+
 def detail_view(ctx: AppContext, search: str | None, basemap: Basemap) -> tuple[Any, ...]:
     """List + selected alert's explanation, map, counts and orders, all in the caller's scope."""
     p = require_principal()
@@ -158,12 +198,7 @@ def detail_view(ctx: AppContext, search: str | None, basemap: Basemap) -> tuple[
     detail = html.Div(
         [
             html.H3(f"{a['tag']} cluster · {a['status']} · {a['trend']}"),
-            html.P(a["explanation"], className="explanation"),
-            html.Div(
-                f"{a['member_count']} member tickets in {len(cells)} cells · rule "
-                f"{a['rule_version']} · first seen {a['first_seen']:%Y-%m-%d %H:%M}",
-                className="small muted",
-            ),
+            explanation_block(explain_alert(a, ctx.settings.timezone), ctx.settings.timezone),
             html.Details(
                 [
                     html.Summary(f"member tickets ({members.height})"),

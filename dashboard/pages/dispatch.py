@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+from zoneinfo import ZoneInfo
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
@@ -14,16 +16,59 @@ from dashboard.figures.maps import LAYERS, Basemap, dispatch_figure
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
 from pipelines.schema import EVENT_TYPES
-from pipelines.views import TicketFilter, data_clock, filter_options
+from pipelines.views import TicketFilter, data_clock, data_span, default_as_of, filter_options
 from pipelines.views import dispatch as views
 
 ROLES = frozenset({"dispatcher", "analyst"})
 HOUR_CHOICES = (("last 24 h", 24), ("last 7 days", 168), ("last 30 days", 720), ("all", 0))
 DEFAULT_LAYERS = ["technicians", "tickets", "hexagons", "alerts"]
 STATUS_CHOICES = [e for e in EVENT_TYPES if e != "closed"]
+AT_STEP_S = 3600
+AT_LATEST = "latest"
+_AT_FORMAT = "%Y-%m-%dT%H:%M"
 
 
-def parse_filters(search: str) -> dict[str, Any]:
+def parse_at(value: str | None, tz: str) -> int | str | None:
+    """``at=`` -> epoch seconds (local ISO minute in ``tz``), ``"latest"`` or None. Pure."""
+    if not value:
+        return None
+    if value == AT_LATEST:
+        return AT_LATEST
+    try:
+        local = datetime.strptime(value, _AT_FORMAT).replace(tzinfo=ZoneInfo(tz))
+    except ValueError:
+        return None
+    return int(local.timestamp())
+
+
+def format_at(epoch_s: float, tz: str, *, fmt: str = _AT_FORMAT) -> str:
+    """Epoch seconds -> local time text in ``tz``. Pure."""
+    return datetime.fromtimestamp(epoch_s, ZoneInfo(tz)).strftime(fmt)
+
+
+def slider_marks(first_s: int, last_s: int, tz: str) -> dict[str, str]:
+    """Labelled ticks for the as-of slider: Mondays (local) over weeks, else every 6 h. Pure."""
+    zone = ZoneInfo(tz)
+    long_span = last_s - first_s > 3 * 86_400
+    step = timedelta(days=1) if long_span else timedelta(hours=6)
+    tick = datetime.fromtimestamp(first_s, zone).replace(minute=0, second=0, microsecond=0)
+    tick = tick.replace(hour=0) if long_span else tick.replace(hour=tick.hour // 6 * 6)
+    marks: dict[str, str] = {}
+    while tick.timestamp() <= last_s:
+        if tick.timestamp() >= first_s and (not long_span or tick.weekday() == 0):
+            marks[str(int(tick.timestamp()))] = tick.strftime("%a %d %b" if long_span else "%H:00")
+        tick += step
+    return marks
+
+
+def slider_range(first: datetime, clock: datetime) -> tuple[int, int]:
+    """(min, max) epoch seconds of the slider: whole hours around the data. Pure."""
+    lo = int(first.timestamp()) // AT_STEP_S * AT_STEP_S
+    hi = -(-int(clock.timestamp()) // AT_STEP_S) * AT_STEP_S
+    return lo, max(hi, lo + AT_STEP_S)
+
+
+def parse_filters(search: str, tz: str = "UTC") -> dict[str, Any]:
     """URL query string -> filter values (unknown keys ignored). Pure."""
     q = {k: v[-1] for k, v in parse_qs(search.lstrip("?")).items() if v}
     layers = [x for x in q.get("layers", ",".join(DEFAULT_LAYERS)).split(",") if x in LAYERS]
@@ -37,6 +82,7 @@ def parse_filters(search: str) -> dict[str, Any]:
         "status": q.get("status"),
         "hours": hours if hours in {h for _, h in HOUR_CHOICES} else 0,
         "layers": layers,
+        "at": parse_at(q.get("at"), tz),
     }
 
 
@@ -46,8 +92,13 @@ def build_search(
     status: str | None,
     hours: int | None,
     layers: list[str] | None,
+    at: tuple[float, float, str] | None = None,
 ) -> str:
-    """Filter values -> URL query string (only non-default values). Pure."""
+    """Filter values -> URL query string (only non-default values). Pure.
+
+    ``at`` is (slider value, slider max, zone): the end of the slider is ``at=latest``, which
+    follows the data clock of a live store.
+    """
     q: dict[str, str] = {}
     for key, value in (("region", region), ("tag", tag), ("status", status)):
         if value:
@@ -56,6 +107,9 @@ def build_search(
         q["hours"] = str(hours)
     if layers is not None and sorted(layers) != sorted(DEFAULT_LAYERS):
         q["layers"] = ",".join(x for x in LAYERS if x in layers) or "none"
+    if at is not None:
+        at_s, top, tz = at
+        q["at"] = AT_LATEST if at_s >= top else format_at(at_s, tz)
     return "?" + urlencode(q) if q else ""
 
 
@@ -73,8 +127,9 @@ def _dropdown(
 
 
 def layout(search: str = "", **_: Any) -> html.Div:
-    f = parse_filters(search)
-    refresh_ms = max(5, current_settings().refresh_interval_s) * 1000
+    settings = current_settings()
+    f = parse_filters(search, settings.timezone)
+    refresh_ms = max(5, settings.refresh_interval_s) * 1000
     return html.Div(
         [
             html.Div(
@@ -106,6 +161,30 @@ def layout(search: str = "", **_: Any) -> html.Div:
                 ],
                 className="filters",
             ),
+            html.Div(
+                [
+                    html.Span("as of", className="muted small"),
+                    html.Div(
+                        dcc.Slider(
+                            id=ids.DISPATCH_AT,
+                            min=0,
+                            max=0,  # 0 = not loaded yet; the range callback sets the span
+                            step=AT_STEP_S,
+                            # The URL's moment; "latest"/None are resolved by the range callback.
+                            value=f["at"] if isinstance(f["at"], int) else None,
+                            marks=None,
+                            allow_direct_input=False,
+                            included=False,
+                            updatemode="mouseup",
+                        ),
+                        className="as-of-slider",
+                    ),
+                    html.Span(id=ids.DISPATCH_AT_LABEL, className="as-of-label"),
+                    html.Button("latest", id=ids.DISPATCH_AT_LATEST, className="btn"),
+                ],
+                className="as-of",
+            ),
+            dcc.Store(id=ids.DISPATCH_AT_WANT, data=f["at"]),
             dcc.Interval(id=ids.DISPATCH_REFRESH, interval=refresh_ms, n_intervals=0),
             dcc.Loading(html.Div(id=ids.DISPATCH_KPIS, className="cards"), type="dot"),
             dcc.Loading(
@@ -170,6 +249,7 @@ def _filter(
 def register(app: Dash, ctx: AppContext) -> None:
     basemap = Basemap(ctx.settings.basemap_style, ctx.settings.basemap_tiles_url)
     radius_m = ctx.settings.thresholds.arrival_radius_m
+    tz = ctx.settings.timezone
     filters = [
         Input(ids.DISPATCH_REGION, "value"),
         Input(ids.DISPATCH_TAG, "value"),
@@ -188,10 +268,57 @@ def register(app: Dash, ctx: AppContext) -> None:
         return opts["regions"], opts["tags"]
 
     @app.callback(
+        Output(ids.DISPATCH_AT, "min"),
+        Output(ids.DISPATCH_AT, "max"),
+        Output(ids.DISPATCH_AT, "marks"),
+        Output(ids.DISPATCH_AT, "value"),
+        Input(ids.DISPATCH_REFRESH, "n_intervals"),
+        State(ids.DISPATCH_AT, "value"),
+        State(ids.DISPATCH_AT, "max"),
+        State(ids.DISPATCH_AT_WANT, "data"),
+    )
+    @guard(ROLES)
+    def at_range(
+        _n: int, value: int | None, prev_max: int | None, want: int | str | None
+    ) -> tuple[Any, ...]:
+        lo, hi, default = at_bounds(ctx, datetime.now(UTC))
+        if value is None:
+            value = hi if want == AT_LATEST else default
+        elif prev_max and value >= prev_max:
+            value = hi  # at the end of the slider: follow the data clock
+        return lo, hi, slider_marks(lo, hi, tz), min(max(value, lo), hi)
+
+    @app.callback(
+        Output(ids.DISPATCH_AT, "value", allow_duplicate=True),
+        Input(ids.DISPATCH_AT_LATEST, "n_clicks"),
+        State(ids.DISPATCH_AT, "max"),
+        prevent_initial_call=True,
+    )
+    @guard(ROLES)
+    def at_latest(_clicks: int | None, top: int | None) -> Any:
+        return top or no_update
+
+    @app.callback(
+        Output(ids.DISPATCH_AT_LABEL, "children"),
+        Input(ids.DISPATCH_AT, "drag_value"),
+        Input(ids.DISPATCH_AT, "value"),
+        State(ids.DISPATCH_AT, "max"),
+    )
+    @guard(ROLES)
+    def at_label(dragged: int | None, value: int | None, top: int | None) -> str:
+        shown = dragged if dragged is not None else value
+        if shown is None:
+            return ""
+        if top and shown >= top:
+            return "latest: the data clock"  # the slider's end is the next whole hour
+        return f"{format_at(shown, tz, fmt='%a %d %b %Y %H:%M')} ({tz})"
+
+    @app.callback(
         Output(ids.DISPATCH_MAP, "figure"),
         Output(ids.DISPATCH_NOTE, "children"),
         *filters,
         Input(ids.DISPATCH_LAYERS, "value"),
+        Input(ids.DISPATCH_AT, "value"),
         Input(ids.DISPATCH_REFRESH, "n_intervals"),
     )
     @guard(ROLES)
@@ -201,10 +328,18 @@ def register(app: Dash, ctx: AppContext) -> None:
         status: str | None,
         hours: int | None,
         layers: list[str] | None,
+        at_s: int | None,
         _n: int,
-    ) -> tuple[Any, str]:
+    ) -> tuple[Any, Any]:
+        if at_s is None:
+            return no_update, no_update  # the range callback resolves the moment first
         return map_view(
-            ctx, _filter(region, tag, status, hours), set(layers or []), basemap, radius_m
+            ctx,
+            _filter(region, tag, status, hours),
+            set(layers or []),
+            basemap,
+            radius_m,
+            at=datetime.fromtimestamp(at_s, UTC),
         )
 
     @app.callback(
@@ -222,6 +357,8 @@ def register(app: Dash, ctx: AppContext) -> None:
         Output(ids.URL, "search", allow_duplicate=True),
         *filters,
         Input(ids.DISPATCH_LAYERS, "value"),
+        Input(ids.DISPATCH_AT, "value"),
+        State(ids.DISPATCH_AT, "max"),
         State(ids.URL, "search"),
         prevent_initial_call=True,
     )
@@ -232,9 +369,12 @@ def register(app: Dash, ctx: AppContext) -> None:
         status: str | None,
         hours: int | None,
         layers: list[str] | None,
+        at_s: int | None,
+        top: int | None,
         current: str | None,
     ) -> Any:
-        search = build_search(region, tag, status, hours, layers)
+        at = (at_s, top, tz) if at_s is not None and top else None
+        search = build_search(region, tag, status, hours, layers, at)
         return no_update if search == (current or "") else search
 
     @app.callback(
@@ -243,6 +383,16 @@ def register(app: Dash, ctx: AppContext) -> None:
     @guard(ROLES)
     def open_detail(click: dict[str, Any] | None) -> Any:
         return detail_href(click)
+
+
+def at_bounds(ctx: AppContext, wall_clock: datetime) -> tuple[int, int, int]:
+    """Slider (min, max) and the default moment, epoch seconds, from the store's time span."""
+    first, clock, latest_created = data_span(ctx.store)
+    lo, hi = slider_range(first, clock)
+    default = default_as_of(
+        first, clock, latest_created, wall_clock=wall_clock, tz=ctx.settings.timezone
+    )
+    return lo, hi, int(default.timestamp())
 
 
 def detail_href(click: dict[str, Any] | None) -> Any:
@@ -257,15 +407,30 @@ def detail_href(click: dict[str, Any] | None) -> Any:
 
 
 def map_view(
-    ctx: AppContext, f: TicketFilter, visible: set[str], basemap: Basemap, radius_m: float
-) -> tuple[Any, str]:
-    """The dispatch map callback body: queries, aggregation, figure (the bench calls this)."""
+    ctx: AppContext,
+    f: TicketFilter,
+    visible: set[str],
+    basemap: Basemap,
+    radius_m: float,
+    *,
+    at: datetime | None = None,
+) -> tuple[Any, Any]:
+    """The dispatch map callback body: the board as of ``at`` (None or later: the data clock).
+
+    Queries, aggregation, figure (the bench calls this).
+    """
     store = ctx.store
-    now = data_clock(store)
+    clock = data_clock(store)
+    now = clock if at is None else min(at, clock)
     tickets = views.open_tickets(store, f, now)
     technicians = views.technician_positions(store, f, now)
+    tz = ctx.settings.timezone
+    when = format_at(now.timestamp(), tz, fmt="%Y-%m-%d %H:%M")
     if tickets.height == 0 and technicians.height == 0:
-        return empty_figure("No open tickets or technician positions for these filters"), ""
+        return (
+            empty_figure("No open tickets or technician positions at this moment"),
+            f"0 open tickets · as of {when} {tz}",
+        )
     points, aggregated = views.ticket_points(tickets)
     fig = dispatch_figure(
         technicians=technicians,
@@ -273,15 +438,19 @@ def map_view(
         aggregated=aggregated,
         geofences=views.geofence_centres(tickets),
         hexes=views.hex_density(tickets),
-        alerts=views.active_alerts(store, f),
+        alerts=views.active_alerts(store, f, now),
         visible=visible,
         basemap=basemap,
         radius_m=radius_m,
     )
-    note = (
-        f"{tickets.height:,} open tickets"
-        + (f", shown as {points.height:,} bins" if aggregated else "")
-        + f" · {technicians.height:,} technicians · data clock {now:%Y-%m-%d %H:%M} UTC"
+    note = html.Span(
+        [
+            html.B(f"{tickets.height:,}", id="dispatch-open-count"),
+            " open tickets"
+            + (f", shown as {points.height:,} bins" if aggregated else "")
+            + f" · {technicians.height:,} technicians · as of {when} {tz}"
+            + f" · data clock {format_at(clock.timestamp(), tz, fmt='%Y-%m-%d %H:%M')}",
+        ]
     )
     return fig, note
 

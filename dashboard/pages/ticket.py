@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -12,16 +13,16 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import ids
 from dashboard.auth import guard, require_principal
 from dashboard.context import AppContext
-from dashboard.figures.maps import Basemap, arrival_figure
+from dashboard.figures.maps import Basemap, DecisiveFix, arrival_figure
 from dashboard.figures.status import empty_figure
-from dashboard.figures.ticket import timeline_figure
+from dashboard.figures.ticket import evidence_list, evidence_rows, timeline_figure
 from dashboard.pages import Page
 from pipelines.views import data_clock
 from pipelines.views import ticket as views
 from pipelines.views.checklist import ChecklistItem, build_checklist
 
 ROLES = frozenset({"dispatcher", "analyst"})
-ARRIVAL_WINDOW = timedelta(minutes=10)
+ARRIVAL_WINDOW = timedelta(minutes=5)  # fixes drawn either side of the arrival
 TRACK_MARGIN = timedelta(minutes=30)
 
 
@@ -81,31 +82,13 @@ def evidence_panel(check: dict[str, Any] | None) -> html.Div:
             id="arrival-empty",
         )
     verdict = check["verdict"]
-    facts = {
-        "reason": check.get("reason"),
-        "decided by": check.get("decided_by"),
-        "distance (m)": check.get("distance_m"),
-        "accuracy (m)": check.get("accuracy_m"),
-        "fixes": check.get("n_fixes"),
-        "status lag (s)": check.get("status_lag_s"),
-        "rule version": check.get("rule_version"),
-    }
-    evidence = (
-        check["evidence"]
-        if isinstance(check["evidence"], dict)
-        else {"evidence": check["evidence"]}
-    )
-    rows = [html.Li([html.B(f"{k}: "), _value(v)]) for k, v in facts.items() if v is not None]
-    rows += [
-        html.Li([html.B(f"{k}: "), _value(v)], className="evidence-item")
-        for k, v in evidence.items()
-    ]
+    items = evidence_list(evidence_rows(check, check["evidence"])).children
     return html.Div(
         [
             html.Span(
                 verdict, className=f"verdict verdict-{verdict.lower()}", id="arrival-verdict"
             ),
-            html.Ul(rows, id="arrival-evidence"),
+            html.Ul(items, id="arrival-evidence"),
         ]
     )
 
@@ -143,12 +126,36 @@ def _stop_from(check: dict[str, Any] | None, physical: pl.DataFrame) -> tuple[fl
     ev = (check or {}).get("evidence") or {}
     if isinstance(ev, dict):
         stop = ev.get("stop") if isinstance(ev.get("stop"), dict) else ev
-        lat = stop.get("stop_lat", stop.get("lat")) if isinstance(stop, dict) else None
-        lon = stop.get("stop_lon", stop.get("lon")) if isinstance(stop, dict) else None
-        if isinstance(lat, int | float) and isinstance(lon, int | float):
-            return float(lat), float(lon)
+        for lat_key, lon_key in (
+            ("stop_centroid_lat", "stop_centroid_lon"),
+            ("stop_lat", "stop_lon"),
+            ("lat", "lon"),
+        ):
+            lat = stop.get(lat_key) if isinstance(stop, dict) else None
+            lon = stop.get(lon_key) if isinstance(stop, dict) else None
+            if isinstance(lat, int | float) and isinstance(lon, int | float):
+                return float(lat), float(lon)
     arrived = physical.filter(pl.col("event") == "arrived")
     return (arrived["lat"][0], arrived["lon"][0]) if arrived.height else None
+
+
+def decisive_fix(check: dict[str, Any] | None) -> DecisiveFix | None:
+    """The fix the verdict rests on, from the evidence's ``fix_lat/fix_lon/fix_ts``. Pure."""
+    ev = (check or {}).get("evidence") or {}
+    if not isinstance(ev, dict):
+        return None
+    lat, lon = ev.get("fix_lat"), ev.get("fix_lon")
+    if not (isinstance(lat, int | float) and isinstance(lon, int | float)):
+        return None
+    distance = ev.get("distance_m", (check or {}).get("distance_m"))
+    distance = float(distance) if isinstance(distance, int | float) else None
+    when = str(ev.get("fix_ts") or "")
+    with contextlib.suppress(ValueError):
+        when = f"{datetime.fromisoformat(when):%H:%M:%S}"
+    label = "decisive fix" + (f" {when}" if when else "")
+    if distance is not None:
+        label += f" · {distance:.1f} m"
+    return DecisiveFix(float(lat), float(lon), label, distance)
 
 
 def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tuple[Any, ...]:
@@ -178,8 +185,11 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
     check = views.arrival_check(store, t["ticket_id"])
     arrived = ev.filter(pl.col("event_type") == "arrived")
     visit_ts = arrived["ts"][0] if arrived.height else data_clock(store)
+    arrival_ts = check["event_ts"] if check and check.get("event_ts") else visit_ts
     near = (
-        fx.filter((pl.col("ts") - visit_ts).abs() <= ARRIVAL_WINDOW).head(200) if fx.height else fx
+        fx.filter((pl.col("ts") - arrival_ts).abs() <= ARRIVAL_WINDOW).head(200)
+        if fx.height
+        else fx
     )
     arrival_map = arrival_figure(
         customer=customer,
@@ -187,6 +197,7 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
         stop=_stop_from(check, physical),
         radius_m=th.arrival_radius_m,
         basemap=basemap,
+        decisive=decisive_fix(check),
     )
     items = build_checklist(views.checklist_inputs(store, t, visit_ts)) if customer else []
     header = html.Div(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -81,8 +82,7 @@ def ticket_where(f: TicketFilter, now: datetime, alias: str = "t") -> tuple[str,
 
 _TECH_LIST = ", ".join(f"'{e}'" for e in TECHNICIAN_EVENTS)
 
-# One row per ticket: first time of each milestone, counts and the current status.
-MILESTONES_SQL = f"""
+_MILESTONES_SELECT = f"""
 SELECT ticket_id,
   min(ts) FILTER (WHERE event_type = 'created') AS created_ev_ts,
   min(ts) FILTER (WHERE event_type = 'assigned') AS assigned_ts,
@@ -97,8 +97,61 @@ SELECT ticket_id,
   count(*) FILTER (WHERE event_type = 'customer_chased') AS n_chased,
   arg_max(event_type, ts) AS status,
   arg_max(actor, ts) FILTER (WHERE event_type IN ({_TECH_LIST})) AS technician_id
-FROM ticket_events GROUP BY ticket_id
-"""
+FROM ticket_events"""
+
+# One row per ticket: first time of each milestone, counts and the current status.
+MILESTONES_SQL = _MILESTONES_SELECT + "\nGROUP BY ticket_id\n"
+# The same as it stood at one moment: bind one parameter, the moment (events after it unseen).
+MILESTONES_AT_SQL = _MILESTONES_SELECT + "\nWHERE ts <= ? GROUP BY ticket_id\n"
+
+# A store whose data clock is this far behind the wall clock is historical (a demo, a backfill):
+# the dispatch board then opens on a busy moment instead of the quiet end of the data.
+LIVE_WITHIN = timedelta(days=1)
+BUSY_HOUR_LOCAL = 10
+
+
+def data_span(store: Store) -> tuple[datetime, datetime, datetime]:
+    """(first event, data clock, latest ticket creation) in UTC; the wall clock when empty."""
+    row = store.query(
+        "SELECT (SELECT min(ts) FROM ticket_events) AS first, "
+        "(SELECT max(ts) FROM ticket_events) AS last, "
+        "(SELECT max(created_ts) FROM tickets) AS created"
+    ).row(0)
+    now = datetime.now(UTC)
+    first, last, created = (
+        now if v is None else (v.astimezone(UTC) if v.tzinfo else v.replace(tzinfo=UTC))
+        for v in row
+    )
+    return first, last, min(created, last)
+
+
+def default_as_of(
+    first: datetime,
+    clock: datetime,
+    latest_created: datetime,
+    *,
+    wall_clock: datetime,
+    tz: str,
+    live_within: timedelta = LIVE_WITHIN,
+    busy_hour: int = BUSY_HOUR_LOCAL,
+) -> datetime:
+    """The moment the dispatch board opens on. Pure.
+
+    A live store (data clock within ``live_within`` of the wall clock) opens on its data clock.
+    A historical one opens on the latest weekday ``busy_hour``:00 local time (``tz``) at or
+    before the latest ticket creation, so the board is populated; the data clock when the data
+    holds no such moment.
+    """
+    if wall_clock - clock <= live_within:
+        return clock
+    zone = ZoneInfo(tz)
+    local = latest_created.astimezone(zone)
+    candidate = local.replace(hour=busy_hour, minute=0, second=0, microsecond=0)
+    if candidate > local:
+        candidate -= timedelta(days=1)
+    while candidate.weekday() >= 5:  # Saturday, Sunday
+        candidate -= timedelta(days=1)
+    return candidate.astimezone(UTC) if candidate >= first else clock
 
 
 def filter_options(store: Store) -> dict[str, list[str]]:

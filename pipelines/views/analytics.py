@@ -39,7 +39,7 @@ def segment_quantiles(store: Store, region: str | None) -> pl.DataFrame:
         SELECT segment, count(*) AS n,
           quantile_cont(minutes, 0.05) AS p05, quantile_cont(minutes, 0.25) AS p25,
           quantile_cont(minutes, 0.5) AS p50, quantile_cont(minutes, 0.75) AS p75,
-          quantile_cont(minutes, 0.95) AS p95
+          quantile_cont(minutes, 0.95) AS p95, quantile_cont(minutes, 0.99) AS p99
         FROM ({_durations_sql()}) GROUP BY segment
         """,
         [region, region],

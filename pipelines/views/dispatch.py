@@ -10,7 +10,9 @@ import polars as pl
 from pipelines.store import Store
 from pipelines.views import (
     CLOSED_ALERT_STATUSES,
+    MILESTONES_AT_SQL,
     MILESTONES_SQL,
+    TECHNICIAN_EVENTS,
     TicketFilter,
     sla_hours_expr,
     ticket_where,
@@ -22,28 +24,39 @@ MAX_TECHNICIAN_POINTS = 6_000
 MAX_GEOFENCES = 300
 MAX_HEXES = 2_000
 OFFLINE_AFTER = timedelta(hours=1)
+# A technician's latest own event -> what they are doing (anything else: idle).
+TECH_ACTIVITY: dict[str, str] = {
+    "accepted": "assigned",
+    "departed": "en route",
+    "arrived": "on site",
+    "work_started": "on site",
+    "parts_requested": "on site",
+}
+_TECH_EVENTS = ", ".join("?" for _ in TECHNICIAN_EVENTS)
 
 
-def _open_tickets_sql(f: TicketFilter, now: datetime) -> tuple[str, list[object]]:
-    where, params = ticket_where(f, now)
+def _open_tickets_sql(f: TicketFilter, at: datetime) -> tuple[str, list[object]]:
+    """Tickets created by ``at`` whose latest event by ``at`` is not 'closed'."""
+    where, params = ticket_where(f, at)
     sql = f"""
     SELECT t.ticket_id, t.lat, t.lon, t.tag, t.priority, t.region, t.created_ts, t.h3_r7,
            m.status, m.technician_id
-    FROM tickets t JOIN ({MILESTONES_SQL}) m USING (ticket_id)
-    WHERE m.status <> 'closed' AND t.lat IS NOT NULL AND {where}
+    FROM tickets t JOIN ({MILESTONES_AT_SQL}) m USING (ticket_id)
+    WHERE m.status <> 'closed' AND t.lat IS NOT NULL AND t.created_ts <= ? AND {where}
     """
+    params = [at, at, *params]
     if f.status:
         sql += " AND m.status = ?"
         params.append(f.status)
     return sql, params
 
 
-def open_tickets(store: Store, f: TicketFilter, now: datetime) -> pl.DataFrame:
-    """Open tickets (latest event is not 'closed') with age and SLA ratio."""
-    sql, params = _open_tickets_sql(f, now)
+def open_tickets(store: Store, f: TicketFilter, at: datetime) -> pl.DataFrame:
+    """Tickets open at ``at`` with their age and SLA ratio at that moment."""
+    sql, params = _open_tickets_sql(f, at)
     frame = utc(store.query(sql, params), "created_ts")
     return frame.with_columns(
-        ((pl.lit(now) - pl.col("created_ts")).dt.total_seconds() / 3600).alias("age_h"),
+        ((pl.lit(at) - pl.col("created_ts")).dt.total_seconds() / 3600).alias("age_h"),
         sla_hours_expr().alias("sla_h"),
     ).with_columns((pl.col("age_h") / pl.col("sla_h")).alias("sla_ratio"))
 
@@ -86,9 +99,14 @@ def ticket_points(
         step *= 1.5
 
 
-def technician_positions(store: Store, f: TicketFilter, now: datetime) -> pl.DataFrame:
-    """Each technician's latest fix with a status derived from their current open ticket."""
-    params: list[object] = []
+def technician_positions(store: Store, f: TicketFilter, at: datetime) -> pl.DataFrame:
+    """Each technician's latest fix by ``at``, with what their latest own event says they do.
+
+    ``tech_status``: offline (no fix within ``OFFLINE_AFTER``), else ``TECH_ACTIVITY`` of the
+    latest technician event by ``at`` (completed or none: idle). ``ticket_id`` is the ticket
+    that event belongs to while the technician is busy with it.
+    """
+    params: list[object] = [at, *TECHNICIAN_EVENTS, at]
     region = ""
     if f.region:
         region = "AND tech.region = ?"
@@ -98,15 +116,15 @@ def technician_positions(store: Store, f: TicketFilter, now: datetime) -> pl.Dat
         WITH last AS (
             SELECT technician_id, max(ts) AS ts, arg_max(lat, ts) AS lat, arg_max(lon, ts) AS lon,
                    arg_max(accuracy_m, ts) AS accuracy_m
-            FROM gps_fixes GROUP BY technician_id
+            FROM gps_fixes WHERE ts <= ? GROUP BY technician_id
         ), cur AS (
-            SELECT technician_id, arg_max(ticket_id, accepted_ts) AS ticket_id,
-                   arg_max(status, accepted_ts) AS ticket_status
-            FROM ({MILESTONES_SQL}) m
-            WHERE status <> 'closed' AND technician_id IS NOT NULL
-            GROUP BY technician_id
+            SELECT actor AS technician_id, arg_max(ticket_id, ts) AS ticket_id,
+                   arg_max(event_type, ts) AS last_event
+            FROM ticket_events
+            WHERE event_type IN ({_TECH_EVENTS}) AND ts <= ? AND actor IS NOT NULL
+            GROUP BY actor
         )
-        SELECT last.*, tech.name, tech.region, cur.ticket_id, cur.ticket_status
+        SELECT last.*, tech.name, tech.region, cur.ticket_id, cur.last_event
         FROM last LEFT JOIN technicians tech USING (technician_id)
         LEFT JOIN cur USING (technician_id)
         WHERE TRUE {region}
@@ -114,18 +132,23 @@ def technician_positions(store: Store, f: TicketFilter, now: datetime) -> pl.Dat
         """,
         params,
     )
-    stale = now - OFFLINE_AFTER
-    return utc(frame, "ts").with_columns(
-        pl.when(pl.col("ts") < stale)
-        .then(pl.lit("offline"))
-        .when(pl.col("ticket_status") == "departed")
-        .then(pl.lit("en route"))
-        .when(pl.col("ticket_status").is_in(["arrived", "work_started", "parts_requested"]))
-        .then(pl.lit("on site"))
-        .when(pl.col("ticket_id").is_not_null())
-        .then(pl.lit("assigned"))
-        .otherwise(pl.lit("idle"))
-        .alias("tech_status")
+    activity = pl.col("last_event").replace_strict(
+        TECH_ACTIVITY, default="idle", return_dtype=pl.String
+    )
+    return (
+        utc(frame, "ts")
+        .with_columns(
+            pl.when(pl.col("ts") < at - OFFLINE_AFTER)
+            .then(pl.lit("offline"))
+            .otherwise(activity.fill_null("idle"))
+            .alias("tech_status")
+        )
+        .with_columns(
+            pl.when(pl.col("last_event").is_in(list(TECH_ACTIVITY)))
+            .then(pl.col("ticket_id"))
+            .alias("ticket_id")
+        )
+        .drop("last_event")
     )
 
 
@@ -147,17 +170,23 @@ def hex_density(tickets: pl.DataFrame, *, limit: int = MAX_HEXES) -> pl.DataFram
     )
 
 
-def active_alerts(store: Store, f: TicketFilter) -> pl.DataFrame:
-    """Cluster alerts that are not closed (optionally one tag), with their member cells."""
-    params: list[object] = list(CLOSED_ALERT_STATUSES)
+def active_alerts(store: Store, f: TicketFilter, at: datetime) -> pl.DataFrame:
+    """Cluster alerts active at ``at`` (optionally one tag), with their member cells.
+
+    Active: first seen by ``at`` and, for a closed alert, not closed before ``at`` (its
+    ``closed_at``, else its ``last_updated``, ends it). An open alert stays active.
+    """
     marks = ", ".join("?" for _ in CLOSED_ALERT_STATUSES)
+    params: list[object] = [at, *CLOSED_ALERT_STATUSES, at]
     tag = ""
     if f.tag:
         tag = "AND tag = ?"
         params.append(f.tag)
     return store.query(
         f"SELECT alert_id, tag, status, trend, member_count, member_cells, explanation "
-        f"FROM cluster_alerts WHERE lower(status) NOT IN ({marks}) {tag} "
+        f"FROM cluster_alerts WHERE first_seen <= ? "
+        f"AND (closed_at IS NULL AND lower(status) NOT IN ({marks}) "
+        f"OR coalesce(closed_at, last_updated) >= ?) {tag} "
         f"ORDER BY member_count DESC LIMIT 200",
         params,
     )

@@ -101,6 +101,7 @@ def test_warehouse_user_gets_403_from_dispatch_callbacks(app) -> None:  # type: 
             ("dispatch-status", "value", None),
             ("dispatch-hours", "value", 0),
             ("dispatch-layers", "value", ["tickets"]),
+            ("dispatch-at", "value", 1_790_000_000),
             ("dispatch-refresh", "n_intervals", 0),
         ],
     )

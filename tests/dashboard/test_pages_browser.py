@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -11,7 +12,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from dashboard import create_app
-from tests.dashboard.conftest import PASSWORDS
+from pipelines.views import default_as_of
+from tests.dashboard.conftest import CLOCK, PASSWORDS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,6 +45,63 @@ CLICK_JS = """
 const gd = document.querySelector('#dispatch-map .js-plotly-plot');
 gd.emit('plotly_click', {points: [{curveNumber: arguments[0], pointNumber: arguments[1]}]});
 """
+
+
+# Every segment row draws a box: its q1..q3 sits inside its own x-axis view and the box path
+# has a height on screen.
+SEGMENT_BOXES_JS = """
+const gd = document.querySelector('#analytics-segments .js-plotly-plot');
+if (!gd || !gd._fullData) return null;
+const boxes = Array.from(gd.querySelectorAll('.boxlayer .trace.boxes path.box'));
+return gd._fullData.filter(t => t.meta === 'segments').map((t, i) => {
+  const ax = gd._fullLayout[t.xaxis.replace('x', 'xaxis')];
+  const r = boxes[i] ? boxes[i].getBBox() : {height: 0};
+  return [t.y[0], ax.range[0] <= t.q1[0] && t.q3[0] <= ax.range[1], r.height];
+});
+"""
+
+
+def _open_tickets(dash_duo: Any, want: int, timeout: float = 15) -> int:
+    """Wait until the map draws ``want`` ticket points; return what it drew."""
+    deadline = time.monotonic() + timeout
+    n = -1
+    while time.monotonic() < deadline:
+        n = dash_duo.driver.execute_script(POINTS_JS, "#dispatch-map", "tickets")
+        if n == want:
+            break
+        time.sleep(0.2)
+    return int(n)
+
+
+@pytest.mark.parametrize(
+    ("clock", "latest_created", "wall", "expected"),
+    [
+        # live store: the data clock
+        (CLOCK, CLOCK, CLOCK + timedelta(hours=2), CLOCK),
+        # historical, Monday 16:00 local: that Monday 10:00 local (02:00 UTC)
+        (CLOCK, CLOCK, CLOCK + timedelta(days=40), datetime(2026, 10, 5, 2, tzinfo=UTC)),
+        # historical, latest ticket Saturday: back to Friday 10:00 local
+        (
+            datetime(2026, 11, 2, 8, tzinfo=UTC),
+            datetime(2026, 10, 31, 6, tzinfo=UTC),
+            datetime(2026, 11, 24, tzinfo=UTC),
+            datetime(2026, 10, 30, 2, tzinfo=UTC),
+        ),
+        # historical, latest ticket Monday 09:00 local: the Friday before
+        (
+            CLOCK,
+            datetime(2026, 10, 5, 1, tzinfo=UTC),
+            CLOCK + timedelta(days=40),
+            datetime(2026, 10, 2, 2, tzinfo=UTC),
+        ),
+    ],
+)
+def test_default_as_of(
+    clock: datetime, latest_created: datetime, wall: datetime, expected: datetime
+) -> None:
+    first = datetime(2026, 9, 1, tzinfo=UTC)
+    got = default_as_of(first, clock, latest_created, wall_clock=wall, tz="Asia/Shanghai")
+    assert got == expected
 
 
 def _login(dash_duo: Any, user: str, next_path: str) -> None:
@@ -82,11 +141,32 @@ def test_dispatch_map_filters_and_click_opens_ticket(dash_duo, settings, artifac
     dash_duo.start_server(create_app(settings), navigate=False)
     _login(dash_duo, "dispatch", "/dispatch")
     _map_canvas_ready(dash_duo, "dispatch-map")
-    all_tickets = _points(dash_duo, "dispatch-map", "tickets", at_least=21)
-    assert _points(dash_duo, "dispatch-map", "technicians") == 4
+    # The test store is historical (its clock is weeks before the wall clock): the board opens
+    # on the latest weekday 10:00 local, Mon 5 Oct 10:00 (02:00 UTC), before T-100, T-101 and
+    # T-2 were created and before any technician had a fix.
+    dash_duo.wait_for_contains_text("#dispatch-at-label", "Mon 05 Oct 2026 10:00", timeout=10)
+    assert _open_tickets(dash_duo, 18) == 18
+    assert dash_duo.find_element("#dispatch-open-count").text == "18"
     assert _points(dash_duo, "dispatch-map", "hexagons") >= 2
+    assert _points(dash_duo, "dispatch-map", "alerts") >= 2  # both alerts active by then
     dash_duo.wait_for_contains_text("[data-kpi='arrival verified'] .card-value", "100 %")
+    _shot(dash_duo, artifacts, "dispatch-as-of-default")
+
+    # "latest": the data clock, 3 more open tickets and all four technicians.
+    dash_duo.find_element("#dispatch-at-latest").click()
+    assert _open_tickets(dash_duo, 21) == 21
+    all_tickets = 21
+    assert _points(dash_duo, "dispatch-map", "technicians") == 4
+    dash_duo.wait_for_contains_text("#dispatch-at-label", "latest: the data clock")
+    assert "at=latest" in dash_duo.driver.current_url
     _shot(dash_duo, artifacts, "dispatch")
+
+    # An explicit moment in the URL: before any ticket existed nothing is open.
+    dash_duo.driver.get(f"{dash_duo.server.url}/dispatch?at=2026-09-20T10:00")
+    dash_duo.wait_for_contains_text("#dispatch-note", "0 open tickets", timeout=10)
+    dash_duo.driver.get(f"{dash_duo.server.url}/dispatch?at=latest")
+    _map_canvas_ready(dash_duo, "dispatch-map")
+    assert _open_tickets(dash_duo, 21) == 21
 
     # Filter: region south only -> fewer ticket points, and the URL keeps the filter.
     dash_duo.select_dcc_dropdown("#dispatch-region", "south")
@@ -110,6 +190,11 @@ def test_dispatch_map_filters_and_click_opens_ticket(dash_duo, settings, artifac
     dash_duo.driver.get(f"{dash_duo.server.url}/dispatch?region=north&layers=tickets")
     _map_canvas_ready(dash_duo, "dispatch-map")
     _points(dash_duo, "dispatch-map", "tickets")
+    # The resolved as-of moment is written to the URL once; let that land before clicking.
+    deadline = time.monotonic() + 10
+    while "at=" not in dash_duo.driver.current_url and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "at=2026-10-05T10%3A00" in dash_duo.driver.current_url
     xy = dash_duo.driver.execute_script(CLOSEST_TICKET_JS)
     dash_duo.driver.execute_script(CLICK_JS, xy[4], xy[5])
     dash_duo.wait_for_contains_text("#ticket-header", f"Ticket {xy[2]}", timeout=10)
@@ -126,8 +211,9 @@ def test_ticket_detail_shows_arrival_evidence_and_checklist(
     _login(dash_duo, "dispatch", "/ticket?id=T-1")
     dash_duo.wait_for_text_to_equal("#arrival-verdict", "VERIFIED", timeout=10)
     evidence = dash_duo.find_element("#arrival-evidence").text
-    assert "distance_m" in evidence
-    assert "stop_lat" in evidence
+    assert "distance: 2.1 m" in evidence  # the fact, not repeated as evidence distance_m
+    assert "distance_m" not in evidence
+    assert "stop_lat: 30.291000" in evidence
     _map_canvas_ready(dash_duo, "ticket-arrival-map")
     assert _points(dash_duo, "ticket-arrival-map", "fixes") >= 5
     assert _points(dash_duo, "ticket-arrival-map", "stop") == 1
@@ -185,6 +271,11 @@ def test_analytics_and_status_pages_render_pictures(dash_duo, settings, artifact
     _login(dash_duo, "analyst", "/analytics")
     dash_duo.wait_for_element("#analytics-segments .js-plotly-plot", timeout=10)
     assert _points(dash_duo, "analytics-segments", "segments") == 6
+    boxes = dash_duo.driver.execute_script(SEGMENT_BOXES_JS)
+    assert len(boxes) == 6
+    for name, inside, height in boxes:
+        assert inside, f"{name}: its box lies outside its axis view"
+        assert height > 5, f"{name}: no box drawn"
     assert _points(dash_duo, "analytics-technicians", "technicians") == 2
     assert _points(dash_duo, "analytics-verdicts", "verdicts") == 1
     assert _points(dash_duo, "analytics-lag", "lag") == 1
