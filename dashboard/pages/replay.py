@@ -92,7 +92,7 @@ def layout(search: str = "", **_: Any) -> html.Div:
         dcc.Download(id=rid.DOWNLOAD), html.Div(id=rid.HEADER),
         dcc.Graph(id=rid.TIMELINE, config={"displayModeBar": False}), controls,
         dcc.Slider(id=rid.SLIDER, min=0, max=3600, value=1800, step=0.001, updatemode="drag",
-                   marks=None, tooltip=None),
+                   marks=None, tooltip=None, allow_direct_input=False),
         html.Div([
             html.Div(dcc.Graph(id=rid.MAP, config={"scrollZoom": True}, className="map-graph"),
                      style={"flex": "2"}),
