@@ -6,6 +6,8 @@ It lives in ``dashboard`` because it is the one place that may import every laye
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -76,4 +78,8 @@ def demo(
 
 
 def main() -> None:
+    # Rich renders 80 columns when output is not a terminal (CI logs, pipes); widen it so
+    # summary tables (alerts, arrivals, status) are not truncated.
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", "160")
     app()
