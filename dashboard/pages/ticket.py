@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import polars as pl
 from dash import Dash, Input, Output, dcc, html
@@ -202,7 +202,16 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
     items = build_checklist(views.checklist_inputs(store, t, visit_ts)) if customer else []
     header = html.Div(
         [
-            html.H2(f"Ticket {t['ticket_id']}"),
+            html.H2(
+                [
+                    f"Ticket {t['ticket_id']} ",
+                    dcc.Link(
+                        "▶ replay",
+                        href=f"/replay?{urlencode({'ticket': t['ticket_id']})}",
+                        className="replay-link",
+                    ),
+                ]
+            ),
             html.Div(
                 " · ".join(
                     str(x)
