@@ -17,8 +17,9 @@ diagonal is measured on the ellipsoid (m). It is roughly between the true diamet
 times it.
 
 Speed: cheap bounds of the extent for every trailing window come from polars' rolling
-min/max of the fixes projected on four directions (one pass over all technicians); only
-windows whose bounds straddle ``max_diameter_m`` get the exact rectangle (shapely, batched).
+min/max of the fixes projected on eight directions (one pass over all technicians); the
+bounds use the rectangle's minimum area (``_Track._bounds``), and only windows whose bounds
+straddle ``max_diameter_m`` get the exact rectangle (shapely, batched).
 The Python loop runs once per candidate stop; each step works on numpy slices of that stop.
 
 ``centroid_se_m`` (m) is the standard error of the centroid, combining two conservative
@@ -56,14 +57,16 @@ STOP_SCHEMA: Final = pl.Schema(
         "duration_s": pl.Float64(),
     }
 )
-_FIRST_CHUNK: Final = 64
+_FIRST_CHUNK: Final = 256
 _DOUBT_BATCH: Final = 16
 _MAX_CHUNK: Final = 4096
 _BATCH_SPAN: Final = 64
-_SQRT2: Final = float(np.sqrt(2.0)) * 1.000001
 
 
 _ANGLES_RAD: Final = np.radians([0.0, 22.5, 45.0, 67.5])
+_COS_HALF: Final = float(np.cos(np.radians(11.25)))
+_SIN_HALF: Final = float(np.sin(np.radians(11.25)))
+_MARGIN: Final = 1e-7  # relative slack of the bounds against rounding
 
 
 def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
@@ -94,8 +97,8 @@ class _Track:
     """Technician-sorted fixes in local metres, with their trailing-window extents.
 
     Extent bounds come from bounding boxes in four orientations (0°, 22.5°, 45°, 67.5°) in
-    the scaled degree space of ``_mrr_diagonal_m``: ``lower`` (longest box side times the
-    smallest metric scale) and ``upper`` (shortest box diagonal times the largest scale). A
+    the scaled degree space of ``_mrr_diagonal_m`` (spans in 8 directions 22.5° apart; see
+    ``_bounds``), times the smallest (``lower``) or largest (``upper``) metric scale. A
     window is compact when ``upper < max_d``; when ``lower < max_d <= upper`` the exact
     rectangle decides.
     """
@@ -109,10 +112,14 @@ class _Track:
         lo = np.repeat(starts, np.diff(self.tech_bounds))
         lat, lon = fx["lat"].to_numpy(), fx["lon"].to_numpy()
         self.lat0, self.lon0 = lat[lo], lon[lo]
-        m0, n0 = radii_of_curvature_m(self.lat0)
-        east_scale = n0 * np.cos(np.radians(self.lat0)) / m0  # metres per scaled-x unit
-        self.scale_lo = np.minimum(east_scale, 1.0) * 0.999
-        self.scale_hi = np.maximum(east_scale, 1.0) * 1.001
+        m0, _ = radii_of_curvature_m(self.lat0)
+        # metres per scaled unit at each fix's own latitude (a window is small where it
+        # matters, so its first fix's latitude stands for all of it)
+        m_i, n_i = radii_of_curvature_m(lat)
+        east_scale = n_i * np.cos(np.radians(lat)) / m0
+        north_scale = m_i / m0
+        self.scale_lo = np.minimum(east_scale, north_scale) * 0.999
+        self.scale_hi = np.maximum(east_scale, north_scale) * 1.001
         self.lonlat = np.column_stack([lon, lat]).astype(np.float64)
         self.xy = np.column_stack([np.radians(lon - self.lon0), np.radians(lat - self.lat0)])
         self.xy *= m0[:, None]  # isotropic scaling of degree space: same rectangles, metres
@@ -180,11 +187,27 @@ class _Track:
         groups = np.repeat(np.arange(len(first)), sizes)
         return np.asarray(_mrr_diagonal_m(self.lonlat[members], groups) < self.max_d)
 
-    def _bounds(self, span: FloatArray, first: IntArray) -> tuple[FloatArray, FloatArray]:
+    def _bounds(self, span: FloatArray, first: IntArray | int) -> tuple[FloatArray, FloatArray]:
+        """Lower and upper bounds (m) of the rectangle diagonal from the 8 direction spans.
+
+        Columns ``k`` and ``k + 4`` are perpendicular and the 8 directions are 22.5° apart,
+        so every direction is within 11.25° of a column. The rectangle is the bounding box
+        at some angle θ, so its diagonal² is ``span(θ)² + span(θ + 90°)²``; within 11.25° of
+        column ``k``, ``span ≥ s_k·cos - s_{k+4}·sin``. The diameter is at most
+        ``max(s) / cos`` and bounds each side; the area is at most ``min(s_k·s_{k+4})``.
+        """
         k = len(_ANGLES_RAD)
-        lower = span.max(axis=1) * self.scale_lo[first]
-        # a rectangle side never exceeds the diameter, so the diagonal is at most √2·diameter
-        upper = np.hypot(span[:, :k], span[:, k:]).min(axis=1) * self.scale_hi[first] * _SQRT2
+        sa, sb = span[:, :k], span[:, k:]
+        na = np.maximum(sa * _COS_HALF - sb * _SIN_HALF, 0.0)
+        nb = np.maximum(sb * _COS_HALF - sa * _SIN_HALF, 0.0)
+        widest2 = span.max(axis=1) ** 2
+        min_diag2 = np.maximum((na * na + nb * nb).min(axis=1), widest2)
+        lower = np.sqrt(min_diag2) * (self.scale_lo[first] * (1.0 - _MARGIN))
+        d_up2 = widest2 * (1.0 / _COS_HALF**2)
+        area = np.minimum((sa * sb).min(axis=1) * (1.0 + _MARGIN), d_up2)
+        # sides w, h <= d_up with w·h <= area: w² + h² <= d_up² + (area / d_up)²
+        upper2 = d_up2 + area * area / np.maximum(d_up2, 1e-300)
+        upper = np.sqrt(upper2) * (self.scale_hi[first] * (1.0 + _MARGIN))
         return lower, upper
 
     def _compact(self, span: FloatArray, first: IntArray, last: IntArray) -> npt.NDArray[np.bool_]:
@@ -228,7 +251,7 @@ class _Track:
         while a < end:
             b = min(end, a + chunk)
             span, carry = self.spans_from(s, a, b, carry)
-            lower, upper = self._bounds(span, np.full(len(span), s))
+            lower, upper = self._bounds(span, s)
             sure = np.flatnonzero(lower >= self.max_d)
             stop = a + int(sure[0]) if sure.size else b
             doubt = a + np.flatnonzero(upper[: stop - a] >= self.max_d)

@@ -245,3 +245,75 @@ def test_same_stops_as_movingpandas(realdata: Path, diameter_m: float, seconds: 
         pos = times.search_sorted  # start/end within one fix of each other
         assert abs(int(pos(s0)) - int(pos(s1.replace(tzinfo=UTC)))) <= 1
         assert abs(int(pos(e0)) - int(pos(e1.replace(tzinfo=UTC)))) <= 1
+
+
+def _cloud(rng: np.random.Generator, kind: str, n: int) -> list[tuple[float, float]]:
+    if kind == "round":
+        pts = rng.normal(0.0, 8.0, (n, 2))
+    elif kind == "line":
+        pts = np.column_stack([np.arange(n) * 50.0, rng.normal(0.0, 3.0, n)])
+    elif kind == "collinear":
+        pts = np.outer(np.arange(n), rng.normal(0.0, 10.0, 2))
+    elif kind == "blob_and_tail":
+        pts = np.vstack([rng.normal(0.0, 5.0, (n, 2)), [[60.0, 20.0], [110.0, 45.0]]])
+    else:  # repeated fixes
+        pts = np.repeat(rng.normal(0.0, 5.0, (2, 2)), n, axis=0)
+    angle = rng.uniform(0.0, np.pi)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return [(float(e), float(n_)) for e, n_ in pts @ rot.T]
+
+
+@pytest.mark.parametrize("kind", ["round", "line", "collinear", "blob_and_tail", "repeated"])
+@pytest.mark.parametrize("lat", [0.0, 45.0, 70.0])
+def test_extent_bounds_hold_the_exact_rectangle(kind: str, lat: float) -> None:
+    """The cheap bounds (which skip the exact test) always enclose movingpandas' extent."""
+    from geofence.stops import _mrr_diagonal_m, _Track
+
+    rng = np.random.default_rng(int(lat) * 10 + len(kind))
+    for n in (2, 3, 5, 12, 40):
+        fx = make_fixes(_cloud(rng, kind, n), lat=lat).with_row_index("_i")
+        fx = fx.with_columns(pl.col("_i").cast(pl.Int64))
+        track = _Track(fx, timedelta(minutes=1), 30.0)
+        span = track.proj.max(axis=0) - track.proj.min(axis=0)
+        lower, upper = track._bounds(span[None, :], 0)
+        exact = _mrr_diagonal_m(track.lonlat, np.zeros(len(fx), dtype=np.int64))[0]
+        assert lower[0] <= exact <= upper[0], (n, lower[0], exact, upper[0])
+
+
+@pytest.mark.parametrize("shape", ["segment", "square"])
+@pytest.mark.parametrize("turn_deg", [0.0, 11.25, 33.75])
+def test_extent_bounds_at_worst_angles(shape: str, turn_deg: float) -> None:
+    """Shapes turned midway between the sampled directions (in degree space) stay bounded."""
+    from geofence.stops import _mrr_diagonal_m, _Track
+
+    base = np.array(
+        [[0.0, 0.0], [1.0, 0.0]] if shape == "segment" else [[0, 0], [1, 0], [1, 1], [0, 1]]
+    )
+    a = np.radians(turn_deg)
+    pts = 3e-4 * base @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    fx = pl.DataFrame(
+        {
+            "technician_id": "t",
+            "ts": [T0 + timedelta(seconds=10 * i) for i in range(len(pts))],
+            "lat": 10.0 + pts[:, 1],
+            "lon": 20.0 + pts[:, 0],
+        }
+    ).with_row_index("_i")
+    track = _Track(fx.with_columns(pl.col("_i").cast(pl.Int64)), timedelta(minutes=1), 30.0)
+    span = track.proj.max(axis=0) - track.proj.min(axis=0)
+    lower, upper = track._bounds(span[None, :], 0)
+    exact = _mrr_diagonal_m(track.lonlat, np.zeros(len(fx), dtype=np.int64))[0]
+    assert lower[0] <= exact <= upper[0]
+
+
+def test_stop_far_from_the_technicians_first_fix() -> None:
+    """Metric scales follow the fix's latitude, not the technician's first fix (0° vs 70°)."""
+    start = make_fixes(WALK, lat=0.0)
+    stay = [(300.0 + 10.0 * (i % 3), 0.0) for i in range(30)]  # 20 m east-west
+    far = make_fixes(stay, lat=70.0, start=T0 + timedelta(hours=5))
+    out = detect_stops(
+        pl.concat([start, far]), max_diameter_m=30.0, min_duration=timedelta(minutes=2)
+    )
+    assert out.height == 1
+    assert out["n_fixes"][0] == 30
+    assert out["diameter_m"][0] == pytest.approx(20.0, abs=0.01)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from geofence.errors import FrameContractError, ThresholdError
 from geofence.verdict import ArrivalThresholds, verify_arrivals
@@ -204,3 +205,46 @@ def test_missing_arrival_column_is_named() -> None:
     arrivals = make_arrivals([{}]).drop("customer_lon")
     with pytest.raises(FrameContractError, match="customer_lon"):
         verify_arrivals(arrivals, make_fixes(NEAR), make_stops(), None)
+
+
+def test_verdicts_do_not_depend_on_fix_row_order() -> None:
+    """Sorted, reversed or shuffled fixes: same verdicts (the latest fix is not the last row)."""
+    late = T0 + timedelta(hours=2)
+    tie = T0 + timedelta(seconds=20)
+    fx = pl.concat(
+        [
+            make_fixes(NEAR, technician_id="a", step_s=20, start=late),
+            make_fixes(NEAR[:1], technician_id="a", start=late + timedelta(hours=6)),  # latest
+            make_fixes([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)], technician_id="b", step_s=20),
+            # a repeated fix at b's 20 s: tied timestamps (a tie between different fixes
+            # would be resolved by row order, which this test does not pin down)
+            make_fixes([(1.0, 0.5)], technician_id="b", start=tie),
+            make_fixes([(50.0, 0.0)] * 3, technician_id="c", step_s=20, accuracy_m=5.0),
+        ]
+    ).sort("technician_id", "ts", maintain_order=True)
+    arrivals = make_arrivals(
+        [
+            {"technician_id": "a", "at_s": 7240, "event_id": "a"},
+            {"technician_id": "b", "at_s": 20, "event_id": "b20"},
+            {"technician_id": "b", "at_s": 40, "event_id": "b40"},
+            {"technician_id": "c", "at_s": 40, "event_id": "c"},
+        ]
+    )
+    cols = ["event_id", "verdict", "reason", "decided_by", "fix_ts", "distance_m"]
+    cols += ["accuracy_m", "n_fixes_in_window", "physical_arrival_ts"]
+
+    def verdicts(frame: pl.DataFrame) -> pl.DataFrame:
+        return verify_arrivals(arrivals, frame, make_stops(), None).select(cols).sort("event_id")
+
+    expected = verdicts(fx)
+    assert expected["verdict"].to_list() == ["VERIFIED", "VERIFIED", "VERIFIED", "REJECTED"]
+    assert fx["ts"].max() != fx["ts"][-1]  # the latest fix is a's, not the last row
+    orders = [
+        fx.reverse(),
+        fx.sample(fraction=1.0, shuffle=True, seed=3),
+        fx.sort("technician_id", "ts", descending=[True, True], maintain_order=True),
+        fx.sort("technician_id", "ts", descending=[False, True], maintain_order=True),
+    ]
+    for order in orders:
+        assert order["ts"][-1] != fx["ts"].max()
+        assert_frame_equal(verdicts(order), expected)
