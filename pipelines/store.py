@@ -95,7 +95,8 @@ class Store:
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         self._load_spatial()
-        self._con.execute("SET TimeZone = 'UTC'")
+        # GLOBAL: every cursor (one per query) inherits UTC and the loaded extension.
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._write_lock = threading.Lock()
         if not read_only:
             self.migrate()
@@ -109,10 +110,7 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        cur = self._con.cursor()
-        cur.execute("LOAD spatial")
-        cur.execute("SET TimeZone = 'UTC'")
-        return cur
+        return self._con.cursor()
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pl.DataFrame:
         """Run a parameterized query and return a polars frame (thread-safe cursor)."""
