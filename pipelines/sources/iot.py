@@ -137,9 +137,16 @@ def read_vibration_csv(path: Path, spec: KindSpec, opts: IngestOptions) -> Parse
 def read_mat(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
     from scipy.io import loadmat
 
+    with path.open("rb") as fh:
+        header_bytes = fh.read(128)
+    if b"MATLAB 7.3" in header_bytes:
+        # v7.3 files are HDF5 containers; scipy reads MATLAB 4/5 only.
+        raise SourceFormatError(
+            f"{path}: MATLAB v7.3 (HDF5) .mat file; re-save with `save -v7` or export CSV"
+        )
     try:
         mat = loadmat(path, squeeze_me=False)
-    except (ValueError, TypeError, NotImplementedError, OSError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         raise SourceFormatError(f"{path}: not a MATLAB 5 .mat file scipy can read: {exc}") from exc
     header = (
         str(mat.get("__header__", b""), "latin-1")

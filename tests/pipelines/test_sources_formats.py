@@ -194,6 +194,24 @@ def test_uwb_ranges_needs_a_site_file(store: Store, tmp_path: Path) -> None:
         ingest_file(store, "uwb_positions", path, SETTINGS, IngestOptions(fmt="ranges"))
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 ." + b"\0" * 200, "v7.3"),
+        (b"this is not a mat file at all" + b"\0" * 200, "not a MATLAB 5 .mat file"),
+    ],
+)
+def test_unreadable_mat_files_fail_and_write_nothing(
+    store: Store, tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "v.mat"
+    path.write_bytes(content)
+    opts = IngestOptions(fmt="mat", extra={"device": "pump-1", "sample_rate_hz": 12000.0})
+    with pytest.raises(SourceFormatError, match=expected):
+        ingest_file(store, "vibration", path, SETTINGS, opts)
+    assert store.count("ingest_batches") == 0
+
+
 def test_openmeteo_length_mismatch_is_quarantined(store: Store, tmp_path: Path) -> None:
     body = {
         "latitude": 52.5,
