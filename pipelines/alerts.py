@@ -80,10 +80,6 @@ class RunReport:
     unroutable: list[str] = field(default_factory=list)
 
 
-def _utc(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
-    return frame.with_columns(pl.col(c).dt.convert_time_zone("UTC") for c in columns)
-
-
 def read_tickets(
     store: Store, config: AlertConfig, at: datetime, since: tuple[datetime, datetime] | None
 ) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -99,8 +95,7 @@ def read_tickets(
         (prev_at, prev_ran, at - span, at, sorted(config.tags)),
     )
     rows = (
-        _utc(raw, "created_ts")
-        .with_columns(
+        raw.with_columns(
             tag=pl.when(pl.col("tags").list.len() > 0)
             .then(pl.col("tags"))
             .otherwise(pl.concat_list(pl.col("tag")))
@@ -117,17 +112,12 @@ def read_tickets(
 
 
 def _open_alerts(store: Store) -> pl.DataFrame:
-    return _utc(
-        store.query(
-            "SELECT alert_id, cluster_key, tag, rule_version, member_cells, member_ticket_ids, "
-            "CAST(json_extract(explanation, '$.now.member_count') AS INTEGER) AS count_now, "
-            "crossed_at, first_seen, CAST(json_extract_string(explanation, '$.window.end') "
-            "AS TIMESTAMPTZ) AS last_fired FROM cluster_alerts WHERE status = 'open' "
-            "ORDER BY first_seen"
-        ),
-        "crossed_at",
-        "first_seen",
-        "last_fired",
+    return store.query(
+        "SELECT alert_id, cluster_key, tag, rule_version, member_cells, member_ticket_ids, "
+        "CAST(json_extract(explanation, '$.now.member_count') AS INTEGER) AS count_now, "
+        "crossed_at, first_seen, CAST(json_extract_string(explanation, '$.window.end') "
+        "AS TIMESTAMPTZ) AS last_fired FROM cluster_alerts WHERE status = 'open' "
+        "ORDER BY first_seen"
     )
 
 

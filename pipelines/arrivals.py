@@ -61,7 +61,7 @@ def load_arrivals(store: Store, *, since: datetime | None = None) -> pl.DataFram
         "AND e.ts >= coalesce(?::TIMESTAMPTZ, '-infinity'::TIMESTAMPTZ) "
         "ORDER BY e.actor, e.ts",
         [since],
-    ).with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+    )
 
 
 def _windows(arrivals: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
@@ -91,8 +91,7 @@ def load_evidence(
         "AND u.ts BETWEEN w.lo AND w.hi ORDER BY u.tag_id, u.ts",
         {"win": windows},
     )
-    utc = [pl.col("ts").dt.convert_time_zone("UTC")]
-    return fixes.with_columns(utc), uwb.with_columns(utc)
+    return fixes, uwb
 
 
 def verify(

@@ -94,17 +94,8 @@ class ReplayBundle:
         return {k: v for k, v in every.items() if "ts" in v.columns}
 
 
-def _utc(frame: pl.DataFrame) -> pl.DataFrame:
-    """TIMESTAMPTZ columns in UTC whatever the DuckDB session zone is."""
-    return frame.with_columns(
-        pl.col(c).dt.convert_time_zone("UTC")
-        for c, t in frame.schema.items()
-        if isinstance(t, pl.Datetime) and t.time_zone is not None
-    )
-
-
 def _q(store: Store, sql: str, params: list[object]) -> pl.DataFrame:
-    return _utc(store.query(sql, params))
+    return store.query(sql, params)
 
 
 def _marks(n: int) -> str:

@@ -113,7 +113,11 @@ class Store:
         return self._con.cursor()
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pl.DataFrame:
-        """Run a parameterized query and return a polars frame (thread-safe cursor)."""
+        """Run a parameterized query and return a polars frame (thread-safe cursor).
+
+        Every TIMESTAMPTZ comes back as ``Datetime(time_zone="UTC")``: the database's
+        TimeZone is UTC for all connections, so callers never convert.
+        """
         cur = self._cursor()
         try:
             return cur.execute(sql, list(params)).pl()

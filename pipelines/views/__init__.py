@@ -57,13 +57,6 @@ def data_clock(store: Store) -> datetime:
     return latest.astimezone(UTC) if latest.tzinfo else latest.replace(tzinfo=UTC)
 
 
-def utc(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
-    """Present TIMESTAMPTZ columns in UTC whatever the DuckDB session zone is."""
-    return frame.with_columns(
-        pl.col(c).dt.convert_time_zone("UTC") for c in columns if c in frame.columns
-    )
-
-
 def ticket_where(f: TicketFilter, now: datetime, alias: str = "t") -> tuple[str, list[object]]:
     """A WHERE fragment over ``tickets`` (as ``alias``) for region, tag and time. Pure."""
     parts: list[str] = ["TRUE"]

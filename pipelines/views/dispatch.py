@@ -16,7 +16,6 @@ from pipelines.views import (
     TicketFilter,
     sla_hours_expr,
     ticket_where,
-    utc,
 )
 
 MAX_TICKET_POINTS = 4_000
@@ -54,7 +53,7 @@ def _open_tickets_sql(f: TicketFilter, at: datetime) -> tuple[str, list[object]]
 def open_tickets(store: Store, f: TicketFilter, at: datetime) -> pl.DataFrame:
     """Tickets open at ``at`` with their age and SLA ratio at that moment."""
     sql, params = _open_tickets_sql(f, at)
-    frame = utc(store.query(sql, params), "created_ts")
+    frame = store.query(sql, params)
     return frame.with_columns(
         ((pl.lit(at) - pl.col("created_ts")).dt.total_seconds() / 3600).alias("age_h"),
         sla_hours_expr().alias("sla_h"),
@@ -136,8 +135,7 @@ def technician_positions(store: Store, f: TicketFilter, at: datetime) -> pl.Data
         TECH_ACTIVITY, default="idle", return_dtype=pl.String
     )
     return (
-        utc(frame, "ts")
-        .with_columns(
+        frame.with_columns(
             pl.when(pl.col("ts") < at - OFFLINE_AFTER)
             .then(pl.lit("offline"))
             .otherwise(activity.fill_null("idle"))

@@ -12,7 +12,7 @@ import polars as pl
 
 from pipelines.settings import Thresholds
 from pipelines.store import Store
-from pipelines.views import TECHNICIAN_EVENTS, utc
+from pipelines.views import TECHNICIAN_EVENTS
 from pipelines.views.checklist import ChecklistInputs
 
 MOVING_MPS = 0.7
@@ -34,13 +34,10 @@ def ticket(store: Store, ticket_id: str, *, mask_personal: bool) -> dict[str, An
 
 
 def events(store: Store, ticket_id: str) -> pl.DataFrame:
-    return utc(
-        store.query(
-            "SELECT event_type, ts, actor, source, note FROM ticket_events "
-            "WHERE ticket_id = ? ORDER BY ts, event_type",
-            [ticket_id],
-        ),
-        "ts",
+    return store.query(
+        "SELECT event_type, ts, actor, source, note FROM ticket_events "
+        "WHERE ticket_id = ? ORDER BY ts, event_type",
+        [ticket_id],
     )
 
 
@@ -61,7 +58,7 @@ def fixes(
         "AND ts BETWEEN ? AND ? ORDER BY ts LIMIT ?",
         [technician_id, start, end, limit],
     )
-    return utc(frame, "ts")
+    return frame
 
 
 def _haversine_m(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) -> pl.Expr:
@@ -238,8 +235,8 @@ def checklist_inputs(store: Store, t: dict[str, Any], visit_ts: datetime) -> Che
     )
     return ChecklistInputs(
         visit_ts=visit_ts.astimezone(UTC),
-        iot=utc(iot, "ts"),
-        outages=utc(outages, "start_ts", "end_ts"),
-        weather=utc(weather, "ts"),
-        earlier_parts=utc(earlier, "ts"),
+        iot=iot,
+        outages=outages,
+        weather=weather,
+        earlier_parts=earlier,
     )
