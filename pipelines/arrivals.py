@@ -15,10 +15,8 @@ Re-running after a settings change recomputes and replaces the verdicts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import polars as pl
 
@@ -111,16 +109,9 @@ def verify(
 _EVIDENCE_SKIP = {"ticket_id", "event_id", "technician_id", "ts", "verdict", "reason", "region"}
 
 
-def _evidence_json(checks: pl.DataFrame) -> pl.Series:
-    cols = [c for c in checks.columns if c not in _EVIDENCE_SKIP]
-
-    def encode(row: dict[str, Any]) -> str:
-        return json.dumps(
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()},
-            default=str,
-        )
-
-    return pl.Series("evidence", [encode(r) for r in checks.select(cols).iter_rows(named=True)])
+def _evidence_json() -> pl.Expr:
+    """Every evidence column of a verdict as one JSON object (times as ISO-8601)."""
+    return pl.struct(pl.exclude(*_EVIDENCE_SKIP)).struct.json_encode().alias("evidence")
 
 
 def write_checks(store: Store, checks: pl.DataFrame, *, computed_at: datetime) -> None:
@@ -137,7 +128,7 @@ def write_checks(store: Store, checks: pl.DataFrame, *, computed_at: datetime) -
         pl.col("n_fixes_in_window").cast(pl.Int32).alias("n_fixes"),
         "physical_arrival_ts",
         "status_lag_s",
-        _evidence_json(checks),
+        _evidence_json(),
         "rule_version",
         pl.lit(computed_at).dt.convert_time_zone("UTC").alias("computed_at"),
     )

@@ -84,6 +84,21 @@ def _parse_columns(spec: str | None) -> dict[str, str]:
     return pairs
 
 
+def print_results(results: list[IngestResult]) -> None:
+    """One line per batch: read = accepted + quarantined, and why rows were quarantined."""
+    for r in results:
+        if r.skipped:
+            console.print(
+                f"[yellow]{r.path}[/] as {r.kind}: already ingested as {r.batch_id}; added 0 rows"
+            )
+            continue
+        console.print(
+            f"[green]{r.path}[/] as {r.kind}: read {r.rows_read:,} = accepted "
+            f"{r.rows_accepted:,} + quarantined {r.rows_quarantined:,} ({r.seconds:.2f}s)"
+            + (f" reasons: {r.reasons}" if r.reasons else "")
+        )
+
+
 def ingest_paths(
     store: Store,
     kind: str,
@@ -108,17 +123,7 @@ def ingest_paths(
             bar.update(task, advance=6 - done)
             results.append(result)
     if not quiet:
-        for r in results:
-            if r.skipped:
-                console.print(
-                    f"[yellow]{r.path}[/]: already ingested as {r.batch_id}; added 0 rows"
-                )
-            else:
-                console.print(
-                    f"[green]{r.path}[/]: read {r.rows_read:,} = accepted {r.rows_accepted:,} + "
-                    f"quarantined {r.rows_quarantined:,} ({r.seconds:.2f}s)"
-                    + (f" reasons: {r.reasons}" if r.reasons else "")
-                )
+        print_results(results)
     return results
 
 
@@ -139,13 +144,7 @@ def ingest_ticket_feeds(
             results += [feed.tickets, feed.events]
             bar.update(task, advance=1)
     if not quiet:
-        for r in results:
-            console.print(
-                f"[green]{r.path}[/] as {r.kind}: read {r.rows_read:,} = accepted "
-                f"{r.rows_accepted:,} + quarantined {r.rows_quarantined:,}"
-                + (" (already ingested)" if r.skipped else "")
-                + (f" reasons: {r.reasons}" if r.reasons else "")
-            )
+        print_results(results)
     return results
 
 

@@ -33,7 +33,7 @@ import polars_h3 as plh3
 from geofence.datum import to_wgs84
 from pipelines.errors import SourceFormatError
 from pipelines.kinds import KindSpec, kind_spec
-from pipelines.rules import DATUM_ALIASES, REJECT_SCHEMA, RuleContext, apply_rules
+from pipelines.rules import DATUM_ALIASES, REJECT_SCHEMA, RuleContext, apply_rules, sorted_on
 from pipelines.settings import Settings
 from pipelines.store import Store, Tx
 
@@ -355,7 +355,7 @@ def _table_frame(
         )
     elif spec.name == "gps":
         out = out.drop("lat_in", "lon_in", strict=False)
-        if not _sorted_by_entity_time(out, "technician_id"):
+        if not sorted_on(out, ["technician_id", "ts"]):
             out = out.sort("technician_id", "ts")
     elif spec.name == "outages":
         out = _with_bbox(out)
@@ -383,17 +383,6 @@ def _write_rows(
         chunk = _with_cells(table.slice(start, WRITE_CHUNK_ROWS), spec, settings)
         rows, constants = _split_constants(chunk)
         tx.insert_frame(spec.table, rows, {**constants, "batch_id": batch_id})
-
-
-def _sorted_by_entity_time(frame: pl.DataFrame, entity: str) -> bool:
-    """True when rows are already in (entity, ts) order (one cheap vectorized pass)."""
-    if frame.height < 2:
-        return True
-    same = pl.col(entity) == pl.col(entity).shift(1)
-    ordered = (pl.col(entity) > pl.col(entity).shift(1)) | (
-        same & (pl.col("ts") >= pl.col("ts").shift(1))
-    )
-    return bool(frame.select(ordered.slice(1).all()).item())
 
 
 def _split_constants(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, object]]:

@@ -234,7 +234,7 @@ def unknown_site(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.Da
     )
 
 
-def _sorted_on(frame: pl.DataFrame, key: list[str]) -> bool:
+def sorted_on(frame: pl.DataFrame, key: list[str]) -> bool:
     """True when rows are in ascending key order (lexicographic), checked in one pass."""
     if frame.height < 2 or any(frame.schema[k] == pl.Null for k in key):
         return frame.height < 2
@@ -248,7 +248,7 @@ def _sorted_on(frame: pl.DataFrame, key: list[str]) -> bool:
 def _repeats(frame: pl.DataFrame, key: list[str]) -> pl.Expr:
     """Rows whose key equals an earlier row's. Sorted input (the usual case for fixes) needs
     only a comparison with the previous row; otherwise a hash of the key."""
-    if _sorted_on(frame, key):
+    if sorted_on(frame, key):
         same = pl.lit(True)
         for k in key:
             same = same & (pl.col(k) == pl.col(k).shift(1))
@@ -318,16 +318,10 @@ def closed_before_created(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext)
     return _rejects(closing, mask, "closed_before_created", "ts", reason)
 
 
-def _in_entity_time_order() -> pl.Expr:
-    tech, ts = pl.col("technician_id"), pl.col("ts")
-    same = tech == tech.shift(1)
-    return ((tech > tech.shift(1)) | (same & (ts >= ts.shift(1)))).slice(1).all()
-
-
 def speed_jump(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
     """A fix reached and left faster than ``max_speed_mps`` is a spike, not a journey."""
     ordered = frame.select("_row", "technician_id", "ts", "lat", "lon")
-    if not ordered.select(_in_entity_time_order()).item():
+    if not sorted_on(ordered, ["technician_id", "ts"]):
         ordered = ordered.sort("technician_id", "ts")
     lat = ordered["lat"].to_numpy()
     lon = ordered["lon"].to_numpy()
