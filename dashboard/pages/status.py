@@ -7,11 +7,13 @@ from typing import Any
 from dash import Dash, Input, Output, dash_table, dcc, html
 
 from dashboard import ids
+from dashboard.auth import ALL_ROLES, guard
 from dashboard.context import AppContext
 from dashboard.figures.status import batches_bar, quarantine_bar
 from dashboard.pages import Page
 from pipelines import queries
 
+ROLES = ALL_ROLES
 _SHOWN_TABLES = (
     "tickets",
     "ticket_events",
@@ -81,6 +83,7 @@ def register(app: Dash, ctx: AppContext) -> None:
         Output(ids.STATUS_QUARANTINE_TABLE, "children"),
         Input(ids.STATUS_REFRESH, "n_intervals"),
     )
+    @guard(ROLES)
     def refresh(_n: int) -> tuple[Any, ...]:
         store = ctx.store
         counts = store.table_counts()
@@ -95,4 +98,4 @@ def register(app: Dash, ctx: AppContext) -> None:
         )
 
 
-PAGE = Page(path="/", name="Status", layout=layout, register=register)
+PAGE = Page(path="/", name="Status", layout=layout, register=register, roles=ROLES)

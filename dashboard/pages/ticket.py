@@ -174,12 +174,12 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
     ev = views.events(store, t["ticket_id"])
     tech = views.technician_of(store, t["ticket_id"])
     customer = (t["lat"], t["lon"]) if t["lat"] is not None else None
-    fx, physical, method = pl.DataFrame(), pl.DataFrame(schema={"event": pl.String}), "none"
+    fx, physical = pl.DataFrame(), pl.DataFrame(schema={"event": pl.String})
     if tech and ev.height:
         first: datetime = ev["ts"].min()  # type: ignore[assignment]
         last: datetime = ev["ts"].max()  # type: ignore[assignment]
         fx = views.fixes(store, tech, first - TRACK_MARGIN, last + TRACK_MARGIN)
-        stops, method = views.detect_stops(fx, th)
+        stops = views.detect_stops(fx, th)
         if customer is not None:
             physical = views.physical_events(stops, fx, customer)
     check = views.arrival_check(store, t["ticket_id"])
@@ -227,7 +227,8 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
                 className="muted",
             ),
             html.Div(
-                f"technician {tech or '—'} · physical events from {method} stop detection",
+                f"technician {tech or '—'} · physical events from stop detection "
+                f"(≤ {th.stop_max_diameter_m:g} m for ≥ {th.stop_min_duration_s:g} s)",
                 className="small muted",
             ),
         ]

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
 
+from geofence import stops as geofence_stops
+from geofence.distance import local_distance_m
 from pipelines.settings import Thresholds
 from pipelines.store import Store
 from pipelines.views import TECHNICIAN_EVENTS
 from pipelines.views.checklist import ChecklistInputs
 
-MOVING_MPS = 0.7
 CUSTOMER_STOP_M = 50.0
 MAX_FIXES = 2_000
 _NEAR_DEG = 0.0003  # ~30 m: IoT devices and repeat addresses "at" the customer
@@ -61,75 +60,19 @@ def fixes(
     return frame
 
 
-def _haversine_m(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) -> pl.Expr:
-    r = 6_371_000.0
-    dlat = (lat2 - lat1).radians()
-    dlon = (lon2 - lon1).radians()
-    a = (dlat / 2).sin() ** 2 + lat1.radians().cos() * lat2.radians().cos() * (dlon / 2).sin() ** 2
-    return 2 * r * a.sqrt().arcsin()
-
-
-def stops_from_speed(fx: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
-    """Stops = runs of fixes slower than ``MOVING_MPS`` lasting ``stop_min_duration_s``. Pure."""
-    if fx.height == 0:
-        return pl.DataFrame(
-            schema={
-                "start_ts": pl.Datetime("us", "UTC"),
-                "end_ts": pl.Datetime("us", "UTC"),
-                "lat": pl.Float64,
-                "lon": pl.Float64,
-                "n": pl.UInt32,
-            }
-        )
-    dist = _haversine_m(pl.col("lat").shift(), pl.col("lon").shift(), pl.col("lat"), pl.col("lon"))
-    speed = pl.coalesce(
-        pl.col("speed_mps"), dist / pl.col("ts").diff().dt.total_seconds().clip(lower_bound=1)
+def detect_stops(fx: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
+    """One technician's stops (``geofence.stops``, the same detector the verdicts use)."""
+    found = geofence_stops.detect_stops(
+        fx.with_columns(pl.lit("_").alias("technician_id")),
+        max_diameter_m=th.stop_max_diameter_m,
+        min_duration=timedelta(seconds=th.stop_min_duration_s),
     )
-    return (
-        fx.sort("ts")
-        .with_columns(speed.fill_null(0.0).alias("_v"))
-        .with_columns((pl.col("_v") > MOVING_MPS).alias("_moving"))
-        .with_columns(
-            (pl.col("_moving") != pl.col("_moving").shift()).fill_null(True).cum_sum().alias("_run")
-        )
-        .filter(~pl.col("_moving"))
-        .group_by("_run", maintain_order=True)
-        .agg(
-            pl.col("ts").min().alias("start_ts"),
-            pl.col("ts").max().alias("end_ts"),
-            pl.col("lat").mean(),
-            pl.col("lon").mean(),
-            pl.len().alias("n"),
-        )
-        .filter(
-            ((pl.col("end_ts") - pl.col("start_ts")).dt.total_seconds() >= th.stop_min_duration_s)
-            & (pl.col("n") >= th.stop_min_fixes)
-        )
-        .drop("_run")
+    return found.select(
+        "start_ts",
+        "end_ts",
+        pl.col("centroid_lat").alias("lat"),
+        pl.col("centroid_lon").alias("lon"),
     )
-
-
-def detect_stops(fx: pl.DataFrame, th: Thresholds) -> tuple[pl.DataFrame, str]:
-    """``geofence.stops.detect_stops`` when that module exists, else the speed rule."""
-    if importlib.util.find_spec("geofence.stops") is not None:
-        module = importlib.import_module("geofence.stops")
-        try:
-            found = module.detect_stops(
-                fx,
-                max_diameter_m=th.stop_max_diameter_m,
-                min_duration=timedelta(seconds=th.stop_min_duration_s),
-            )
-            names = {
-                "start": "start_ts",
-                "end": "end_ts",
-                "centroid_lat": "lat",
-                "centroid_lon": "lon",
-            }
-            found = found.rename({k: v for k, v in names.items() if k in found.columns})
-            return found.select("start_ts", "end_ts", "lat", "lon"), "geofence.stops"
-        except (TypeError, KeyError, ValueError, pl.exceptions.PolarsError):
-            pass
-    return stops_from_speed(fx, th).select("start_ts", "end_ts", "lat", "lon"), "speed"
 
 
 def physical_events(
@@ -146,11 +89,10 @@ def physical_events(
     }
     if stops.height == 0:
         return pl.DataFrame(schema=schema)
-    near = stops.with_columns(
-        _haversine_m(pl.col("lat"), pl.col("lon"), pl.lit(customer[0]), pl.lit(customer[1])).alias(
-            "dist_m"
-        )
-    ).with_row_index("_i")
+    dist_m = local_distance_m(
+        stops["lat"].to_numpy(), stops["lon"].to_numpy(), customer[0], customer[1]
+    )
+    near = stops.with_columns(pl.Series("dist_m", dist_m)).with_row_index("_i")
     at_customer = near.filter(pl.col("dist_m") <= CUSTOMER_STOP_M).sort("dist_m")
     if at_customer.height == 0:
         return pl.DataFrame(schema=schema)
