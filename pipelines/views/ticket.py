@@ -80,7 +80,8 @@ def physical_events(
     fx: pl.DataFrame,
     customer: tuple[float, float],
 ) -> pl.DataFrame:
-    """departed / arrived / left from stops: the customer stop is the nearest within 50 m."""
+    """departed / arrived / left from stops: the visit is the run of consecutive stops within
+    ``CUSTOMER_STOP_M`` of the customer that holds the nearest one."""
     schema: dict[str, Any] = {
         "event": pl.String,
         "ts": pl.Datetime("us", "UTC"),
@@ -93,21 +94,29 @@ def physical_events(
         stops["lat"].to_numpy(), stops["lon"].to_numpy(), customer[0], customer[1]
     )
     near = stops.with_columns(pl.Series("dist_m", dist_m)).with_row_index("_i")
-    at_customer = near.filter(pl.col("dist_m") <= CUSTOMER_STOP_M).sort("dist_m")
+    # A long visit is often several stops (GPS drift breaks the diameter): consecutive stops
+    # within CUSTOMER_STOP_M form one visit; the visit holding the nearest stop counts.
+    near = near.with_columns(
+        (pl.col("dist_m") <= CUSTOMER_STOP_M).alias("_at"),
+    ).with_columns(
+        (pl.col("_at") != pl.col("_at").shift(1)).fill_null(True).cum_sum().alias("_run")
+    )
+    at_customer = near.filter(pl.col("_at")).sort("dist_m")
     if at_customer.height == 0:
         return pl.DataFrame(schema=schema)
-    stop = at_customer.row(0, named=True)
+    visit = near.filter(pl.col("_run") == at_customer["_run"][0])
+    first, last = visit.row(0, named=True), visit.row(-1, named=True)
     rows = [
-        ("arrived", stop["start_ts"], stop["lat"], stop["lon"]),
-        ("left", stop["end_ts"], stop["lat"], stop["lon"]),
+        ("arrived", first["start_ts"], first["lat"], first["lon"]),
+        ("left", last["end_ts"], last["lat"], last["lon"]),
     ]
-    before = near.filter(pl.col("_i") < stop["_i"])
+    before = near.filter(pl.col("_i") < first["_i"])
     if before.height:
         prev = before.row(-1, named=True)
         rows.insert(0, ("departed", prev["end_ts"], prev["lat"], prev["lon"]))
     elif fx.height:
-        first = fx.sort("ts").row(0, named=True)
-        rows.insert(0, ("departed", first["ts"], first["lat"], first["lon"]))
+        start = fx.sort("ts").row(0, named=True)
+        rows.insert(0, ("departed", start["ts"], start["lat"], start["lon"]))
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
