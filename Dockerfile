@@ -13,6 +13,7 @@ COPY pyproject.toml Makefile README.md ./
 COPY geofence ./geofence
 COPY pipelines ./pipelines
 COPY dashboard ./dashboard
+COPY cli ./cli
 RUN make install PYTHON=python3.11
 
 ENV PATH=/app/.venv/bin:$PATH

@@ -80,9 +80,10 @@ def write_gpx(parquet: Path, out: Path, n: int) -> None:
 
 
 def ingest(path: Path, fmt: str, store_path: Path) -> dict[str, Any]:
-    from pipelines.ingest import IngestOptions, ingest_file
+    from pipelines.ingest.contract import IngestOptions
+    from pipelines.ingest.machine import ingest_file
     from pipelines.settings import load_settings
-    from pipelines.store import Store
+    from pipelines.store.gateway import Store
 
     with Store(store_path) as store:
         result, seconds = timed(

@@ -24,7 +24,7 @@ from dashboard.context import AppContext
 from dashboard.figures.maps import LAYERS, Basemap
 from dashboard.pages.dispatch import kpi_cards, map_view
 from pipelines.settings import load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import TicketFilter, data_clock, filter_options
 from pipelines.views import dispatch as views
 

@@ -54,9 +54,9 @@ def make_parquet(path: Path, n: int, *, technicians: int = 5000, seed: int = 1) 
 FULL = """
 import json, time
 from pathlib import Path
-from pipelines.ingest import ingest_file
+from pipelines.ingest.machine import ingest_file
 from pipelines.settings import load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 s = load_settings()
 store = Store(Path({store!r}))
 t0 = time.perf_counter()

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import show, write_results  # noqa: E402
-from pipelines.replay import replay_bundle  # noqa: E402
-from pipelines.store import Store  # noqa: E402
+from pipelines.store.gateway import Store  # noqa: E402
+from pipelines.views.replay import replay_bundle  # noqa: E402
 
 DAY0 = datetime(2026, 3, 2, tzinfo=UTC)
 CENTRE = (30.27, 120.15)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 
 @dataclass

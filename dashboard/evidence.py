@@ -18,7 +18,7 @@ import plotly.io as pio
 import polars as pl
 
 from geofence.replay_state import state_at
-from pipelines.replay import STREAM_KEYS, STREAM_MAX_STALENESS, ReplayBundle
+from pipelines.views.replay import STREAM_KEYS, STREAM_MAX_STALENESS, ReplayBundle
 
 MAX_ROWS = 200
 _STYLE = """

@@ -62,11 +62,11 @@ def build_demo(root: Path, *, seed: int, scale: float) -> tuple[object, dict[str
     """Generate a seeded world, ingest it, verify arrivals; returns (settings, manifest)."""
     import json
 
-    from pipelines.arrivals import run_arrivals
-    from pipelines.cli import ingest_world
+    from cli.ingest import ingest_world
+    from pipelines.arrivals.runner import run_arrivals
     from pipelines.generate import generate_world
     from pipelines.settings import load_settings
-    from pipelines.store import Store
+    from pipelines.store.gateway import Store
 
     settings = load_settings(
         store_path=root / "fieldtrace.duckdb",

@@ -18,7 +18,7 @@ import shapely
 from dashboard.figures.maps import Basemap, cell_outline, center_zoom, circle, map_layout, rings
 from dashboard.figures.status import empty_figure
 from geofence.replay_state import REPLAY_TS_COL, state_at, states_at
-from pipelines.replay import STREAM_KEYS, STREAM_MAX_STALENESS, ReplayBundle
+from pipelines.views.replay import STREAM_KEYS, STREAM_MAX_STALENESS, ReplayBundle
 
 TECH_COLOURS: Final = ("#e8590c", "#7048e8", "#0c8599", "#c2255c", "#2f9e44")
 VERDICT_COLOURS: Final = {"VERIFIED": "#2b8a3e", "REJECTED": "#e03131", "INCONCLUSIVE": "#f08c00"}

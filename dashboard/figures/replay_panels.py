@@ -25,7 +25,7 @@ from geofence.spectrum import (
     fault_frequencies_hz,
     mark_fault_peaks,
 )
-from pipelines.replay import ReplayBundle
+from pipelines.views.replay import ReplayBundle
 
 FAULT_LINES: Final = ("BPFI", "BPFO", "BSF")
 

@@ -15,7 +15,7 @@ from dashboard.context import AppContext
 from dashboard.figures.maps import LAYERS, Basemap, dispatch_figure
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
-from pipelines.schema import EVENT_TYPES
+from pipelines.store.schema import EVENT_TYPES
 from pipelines.views import TicketFilter, data_clock, data_span, default_as_of, filter_options
 from pipelines.views import dispatch as views
 

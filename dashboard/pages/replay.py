@@ -24,7 +24,7 @@ from dashboard.figures import replay_panels as panels
 from dashboard.figures.maps import Basemap
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
-from pipelines.replay import (
+from pipelines.views.replay import (
     ReplayBundle,
     ReplayError,
     lifecycle,

@@ -11,7 +11,7 @@ from dashboard.auth import ALL_ROLES, guard
 from dashboard.context import AppContext
 from dashboard.figures.status import batches_bar, quarantine_bar
 from dashboard.pages import Page
-from pipelines import queries
+from pipelines.store import queries
 
 ROLES = ALL_ROLES
 _SHOWN_TABLES = (

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 # Events only the technician on the ticket performs: their actor is the ticket's technician.
 TECHNICIAN_EVENTS: tuple[str, ...] = (

@@ -14,7 +14,7 @@ from typing import Any
 import h3
 import polars as pl
 
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 # action -> (timestamp column, new status, statuses from which the action is refused)
 ORDER_ACTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {

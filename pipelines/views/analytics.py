@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import MILESTONES_SQL
 
 SEGMENTS: tuple[tuple[str, str], ...] = (

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import (
     CLOSED_ALERT_STATUSES,
     MILESTONES_AT_SQL,

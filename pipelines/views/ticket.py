@@ -11,7 +11,7 @@ import polars as pl
 from geofence import stops as geofence_stops
 from geofence.distance import local_distance_m
 from pipelines.settings import Thresholds
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import TECHNICIAN_EVENTS
 from pipelines.views.checklist import ChecklistInputs
 

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from pipelines.settings import Settings, load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.users import add_user
 
 CLOCK = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ import pytest
 
 from dashboard import create_app
 from dashboard.auth import is_guarded
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from tests.dashboard.conftest import PASSWORDS
 from tests.dashboard.helpers import call, login
 

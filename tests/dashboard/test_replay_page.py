@@ -20,9 +20,9 @@ from dashboard.figures.maps import Basemap
 from dashboard.figures.replay import downsample, playback_samples
 from dashboard.pages.replay import export_view, parse_request, spectrum_view
 from geofence.replay_state import state_at
-from pipelines.replay import replay_bundle
 from pipelines.settings import Settings, load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
+from pipelines.views.replay import replay_bundle
 from tests.dashboard.helpers import call
 from tests.pipelines.test_replay import (
     CUSTOMER,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dashboard import create_app
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 
 @pytest.mark.browser

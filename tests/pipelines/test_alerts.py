@@ -15,16 +15,16 @@ import polars as pl
 import pytest
 
 from geofence.restock import haversine_m
-from pipelines.alerts import (
+from pipelines.alerts.config import AlertConfigError, load_config, parse_config
+from pipelines.alerts.orders import OrderNotFoundError, OrderTransitionError
+from pipelines.alerts.runner import (
     acknowledge_order,
     cancel_order,
     fulfil_order,
     run_alerts,
 )
 from pipelines.errors import FieldTraceError
-from pipelines.restock_orders import OrderNotFoundError, OrderTransitionError
-from pipelines.rules_config import AlertConfigError, load_config, parse_config
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 T0 = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
 CENTRE = (30.27, 120.15)
@@ -359,7 +359,7 @@ def test_generated_world_planted_cluster_raises_exactly_one_alert(tmp_path: Path
     generate = pytest.importorskip("pipelines.generate")
     if not hasattr(generate, "generate_world"):
         pytest.skip("pipelines.generate has no generate_world yet")
-    from pipelines.cli import ingest_world
+    from cli.ingest import ingest_world
     from pipelines.generate.manifest import Manifest
     from pipelines.settings import load_settings
 

@@ -9,9 +9,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipelines.arrivals import run_arrivals
+from pipelines.arrivals.runner import run_arrivals
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from tests.conftest import build_demo
 
 

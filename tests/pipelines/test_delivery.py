@@ -20,9 +20,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines.alerts import cancel_order, run_alerts
-from pipelines.cli_alerts import alerts_app
-from pipelines.delivery import (
+from cli.alerts import alerts_app
+from pipelines.alerts.delivery import (
     EVENT_TYPE,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -31,8 +30,9 @@ from pipelines.delivery import (
     pending,
     sign,
 )
-from pipelines.store import Store
-from pipelines.webhook_receiver import WarehouseReceiver
+from pipelines.alerts.receiver import WarehouseReceiver
+from pipelines.alerts.runner import cancel_order, run_alerts
+from pipelines.store.gateway import Store
 from tests.pipelines.test_alerts import CENTRE, CONFIG, T0, add_tickets, add_warehouses, box
 from tests.pipelines.test_alerts import make_ticket as ticket
 
@@ -125,7 +125,7 @@ def test_receiver_down_then_up_gets_every_order_exactly_once(tmp_path: Path) -> 
 
 def _deliverer(store_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.delivery", "--store", str(store_path),
+        [sys.executable, "-m", "pipelines.alerts.delivery", "--store", str(store_path),
          "--until-empty", "--max-wait-s", "0.2"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -19,7 +19,7 @@ from geofence.clusters import rolling_ring_counts
 from pipelines.generate import INGEST_ORDER, Manifest, generate_world
 from pipelines.generate.build import World, build_world, world_gps
 from pipelines.generate.geo import gcj02_to_wgs84, to_xy
-from pipelines.kinds import KINDS
+from pipelines.ingest.kinds import KINDS
 
 SMALL = 0.05
 START = date(2026, 10, 1)
@@ -330,9 +330,9 @@ _INGEST_READY = all(
 
 @pytest.mark.skipif(not _INGEST_READY, reason="geofence.datum / geofence.distance not written yet")
 def test_round_trip_counts_reconcile_with_manifest(tmp_path: Path) -> None:
-    from pipelines.ingest import ingest_file
+    from pipelines.ingest.machine import ingest_file
     from pipelines.settings import load_settings
-    from pipelines.store import Store
+    from pipelines.store.gateway import Store
 
     world_dir = tmp_path / "world"
     m = generate_world(world_dir, seed=7, scale=SMALL)

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pipelines.cli_sources import fetch_weather, poll_outages
+from cli.fetch import fetch_weather, poll_outages
 from pipelines.errors import FetchError
+from pipelines.ingest.sources.http import FeedClient
 from pipelines.settings import Settings, load_settings
-from pipelines.sources.http import FeedClient
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 TIMEOUT_S = 0.5
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import SourceFormatError
-from pipelines.ingest import IngestOptions, ingest_file
+from pipelines.ingest.contract import IngestOptions
+from pipelines.ingest.machine import ingest_file
 from pipelines.settings import load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from tests.pipelines.builders import T0, make_events, make_fixes, write_rows
 
 SETTINGS = load_settings()
@@ -159,7 +160,7 @@ def test_cli_exits_nonzero_on_unparseable_file(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "dashboard",
+            "cli",
             "--store",
             str(tmp_path / "s.duckdb"),
             "ingest",
@@ -201,7 +202,7 @@ def test_kill_9_mid_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "dashboard",
+        "cli",
         "--store",
         str(store_path),
         "ingest",

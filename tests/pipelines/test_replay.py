@@ -13,13 +13,13 @@ import polars as pl
 import pytest
 
 from geofence.replay_state import state_at
-from pipelines.replay import (
+from pipelines.store.gateway import Store
+from pipelines.views.replay import (
     STREAM_KEYS,
     ReplayError,
     lifecycle,
     replay_bundle,
 )
-from pipelines.store import Store
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 CUSTOMER = (30.2500, 120.1000)

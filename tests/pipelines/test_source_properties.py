@@ -29,9 +29,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from pipelines.errors import SourceFormatError
-from pipelines.ingest import IngestOptions, ingest_file
+from pipelines.ingest.contract import IngestOptions
+from pipelines.ingest.machine import ingest_file
 from pipelines.settings import load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 ROWS = 50
 SETTINGS = load_settings()

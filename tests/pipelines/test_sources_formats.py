@@ -10,14 +10,15 @@ import pytest
 import shapely
 
 from pipelines.errors import SourceFormatError
-from pipelines.ingest import IngestOptions, ingest_file
+from pipelines.ingest.contract import IngestOptions
+from pipelines.ingest.machine import ingest_file
+from pipelines.ingest.sources import formats_for
+from pipelines.ingest.sources.gps import UERE_M, generic_mapping
+from pipelines.ingest.sources.outages import buffered_point_wkt
+from pipelines.ingest.sources.text import iso_text
+from pipelines.ingest.sources.tickets import slugify
 from pipelines.settings import load_settings
-from pipelines.sources import formats_for
-from pipelines.sources.gps import UERE_M, generic_mapping
-from pipelines.sources.outages import buffered_point_wkt
-from pipelines.sources.text import iso_text
-from pipelines.sources.tickets import slugify
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 SETTINGS = load_settings()
 

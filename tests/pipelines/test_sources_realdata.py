@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from pipelines.errors import SourceFormatError
-from pipelines.ingest import IngestOptions, IngestResult, ingest_file
+from pipelines.ingest.contract import IngestOptions
+from pipelines.ingest.machine import IngestResult, ingest_file
+from pipelines.ingest.sources.outages import merge_outage_snapshot
+from pipelines.ingest.sources.tickets import ingest_ticket_feed
 from pipelines.settings import load_settings
-from pipelines.sources.outages import merge_outage_snapshot
-from pipelines.sources.tickets import ingest_ticket_feed
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 pytestmark = pytest.mark.realdata
 SETTINGS = load_settings()

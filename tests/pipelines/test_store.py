@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from pipelines.errors import UnknownTableError
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 
 def test_timestamps_come_back_in_utc_from_every_cursor(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The ``fieldtrace`` command line: the top layer (cli > dashboard > pipelines > geofence)."""

@@ -1,0 +1,112 @@
+"""``fieldtrace serve`` and ``fieldtrace demo``: the dashboard, and the demo world end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import ingest as data_cli
+from cli.common import console, open_store, settings
+from pipelines.settings import Settings
+
+
+def _serve(s: Settings, host: str, port: int, *, debug: bool, prod: bool, workers: int) -> None:
+    if prod:
+        from dashboard.serving import serve_prod
+
+        console.print(f"[bold green]FieldTrace[/] gunicorn x{workers} on http://{host}:{port}")
+        serve_prod(s, workers=workers, bind=f"{host}:{port}")
+        return
+    from dashboard import create_app
+
+    dash_app = create_app(s)
+    console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
+    dash_app.run(host=host, port=port, debug=debug)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8050,
+    debug: Annotated[bool, typer.Option(help="Dash debug mode.")] = False,
+    prod: Annotated[bool, typer.Option("--prod", help="Serve through gunicorn.")] = False,
+    workers: Annotated[int, typer.Option(help="gunicorn workers with --prod.")] = 2,
+) -> None:
+    """Serve the dashboard (see docs/SERVING.md for the multi-worker plan)."""
+    _serve(settings(), host, port, debug=debug, prod=prod, workers=workers)
+
+
+def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:
+    """Generate (once), ingest (idempotent), verify arrivals, evaluate alerts, create users."""
+    from cli.users import demo as demo_users
+
+    world: Path = s.data_dir / "demo"
+    if not (world / "manifest.json").exists():
+        data_cli.generate(out_dir=world, seed=seed, scale=scale, days=30)
+    data_cli.ingest_world(world, s)
+    for step in DEMO_STEPS:
+        step(s)
+    with open_store(s) as store:
+        busiest = store.scalar(
+            "SELECT warehouse_id FROM restock_orders GROUP BY warehouse_id "
+            "ORDER BY count(*) DESC, warehouse_id LIMIT 1"
+        )
+    demo_users(warehouse=busiest)
+
+
+def demo(
+    seed: Annotated[int, typer.Option(help="Random seed of the demo world.")] = 7,
+    scale: Annotated[float, typer.Option(help="World size (1.0 ≈ 150 technicians).")] = 1.0,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8050,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare only.")] = False,
+) -> None:
+    """Generate the demo world, ingest it through the validated path, and serve it."""
+    s = settings()
+    prepare_demo(s, seed=seed, scale=scale)
+    if not no_serve:
+        _serve(s, host, port, debug=False, prod=False, workers=1)
+
+
+def demo_alerts(s: Settings, *, step_h: float = 2.0) -> None:
+    """Replay the demo month's alert evaluation and deliver to the reference warehouse receiver.
+
+    The receiver (a real HTTP server on 127.0.0.1:8765, where the demo warehouses' webhooks
+    point) verifies signatures and logs to data/warehouse_inbox.jsonl. Re-running is a no-op.
+    """
+    from cli.alerts import run_cmd
+    from pipelines.alerts.config import load_config
+    from pipelines.alerts.receiver import WarehouseReceiver
+
+    with open_store(s) as store:
+        if store.count("cluster_alerts") or not store.count("tickets"):
+            return
+        first = store.scalar("SELECT min(created_ts) FROM tickets")
+    since = (first + timedelta(hours=72)).isoformat()
+    config = load_config(None)
+    with WarehouseReceiver(
+        config.secret_for, port=8765, log_path=s.data_dir / "warehouse_inbox.jsonl"
+    ):
+        run_cmd(
+            at="latest",
+            since=since,
+            step_h=step_h,
+            deliver=True,
+            full=False,
+            rules=None,
+            as_json=False,
+        )
+
+
+def demo_arrivals(s: Settings) -> None:
+    """Verify every demo arrival (idempotent: verdicts are replaced, not added)."""
+    from cli.arrivals import verify_cmd
+
+    verify_cmd(since=None)
+
+
+# Analysis steps `fieldtrace demo` runs after ingest, in order (arrivals, then alerts).
+DEMO_STEPS: list[Callable[[Settings], None]] = [demo_arrivals, demo_alerts]

@@ -1,0 +1,1 @@
+"""Arrival verification: the runner between the store and ``geofence.verdict``."""

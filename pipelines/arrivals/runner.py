@@ -1,0 +1,184 @@
+"""Arrival verification runner: store → ``geofence.verdict`` → ``arrival_checks``.
+
+Stages (each a small function below):
+
+1. ``load_arrivals``  – every "arrived" event with its ticket's customer point (WGS84) and site.
+2. ``load_evidence``  – GPS fixes and UWB positions of those technicians, only inside each
+   arrival's window (a join on (technician, time), which the table's sort order serves).
+3. ``detect_stops``   – stops on the window fixes (``geofence.stops``).
+4. ``verify``         – ``geofence.verdict.verify_arrivals`` with thresholds from settings.
+5. ``write_checks``   – replace those events' rows in ``arrival_checks`` in one transaction,
+   with every evidence column kept as JSON so an auditor can see why.
+
+Re-running after a settings change recomputes and replaces the verdicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from geofence.stops import detect_stops
+from geofence.verdict import ArrivalThresholds, verify_arrivals
+from pipelines.settings import Settings, Thresholds
+from pipelines.store.gateway import Store
+
+_AFTER_EVENT = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ArrivalRun:
+    checks: pl.DataFrame
+    seconds: float
+
+
+def thresholds_from(settings: Thresholds) -> ArrivalThresholds:
+    """The pure core's thresholds from the user's settings (same names, explicit units)."""
+    return ArrivalThresholds(
+        radius_m=settings.arrival_radius_m,
+        accuracy_k=settings.accuracy_k,
+        reject_margin_k=settings.reject_margin_k,
+        max_fix_gap=timedelta(seconds=settings.max_fix_gap_s),
+        max_accuracy_m=settings.max_accuracy_m,
+        max_speed_mps=settings.max_speed_mps,
+        stop_max_diameter_m=settings.stop_max_diameter_m,
+        stop_min_duration=timedelta(seconds=settings.stop_min_duration_s),
+        stop_min_fixes=settings.stop_min_fixes,
+        uwb_max_error_m=settings.uwb_max_error_m,
+    )
+
+
+def load_arrivals(store: Store, *, since: datetime | None = None) -> pl.DataFrame:
+    return store.query(
+        "SELECT e.ticket_id, e.event_id, e.actor AS technician_id, e.ts, "
+        "t.lat AS customer_lat, t.lon AS customer_lon, t.site_id, t.region "
+        "FROM ticket_events e JOIN tickets t USING (ticket_id) "
+        "WHERE e.event_type = 'arrived' AND e.actor IS NOT NULL AND t.lat IS NOT NULL "
+        "AND e.ts >= coalesce(?::TIMESTAMPTZ, '-infinity'::TIMESTAMPTZ) "
+        "ORDER BY e.actor, e.ts",
+        [since],
+    )
+
+
+def _windows(arrivals: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
+    before = th.arrival_lookback + th.stop_min_duration + th.max_fix_gap
+    return arrivals.select(
+        "technician_id",
+        (pl.col("ts") - before).alias("lo"),
+        (pl.col("ts") + max(th.max_fix_gap, _AFTER_EVENT)).alias("hi"),
+    )
+
+
+def load_evidence(
+    store: Store, arrivals: pl.DataFrame, th: ArrivalThresholds
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Fixes and UWB positions of the arrivals' technicians inside their windows only."""
+    windows = _windows(arrivals, th)
+    fixes = store.query_frames(
+        "SELECT DISTINCT f.technician_id, f.ts, f.lat, f.lon, f.accuracy_m, f.speed_mps, "
+        "f.mock_location FROM gps_fixes f JOIN win w ON f.technician_id = w.technician_id "
+        "AND f.ts BETWEEN w.lo AND w.hi ORDER BY f.technician_id, f.ts",
+        {"win": windows},
+    )
+    uwb = store.query_frames(
+        "SELECT DISTINCT u.tag_id AS technician_id, u.site_id, u.ts, u.lat, u.lon, "
+        "coalesce(u.error_m, 0.1) AS error_m "
+        "FROM uwb_positions u JOIN win w ON u.tag_id = w.technician_id "
+        "AND u.ts BETWEEN w.lo AND w.hi ORDER BY u.tag_id, u.ts",
+        {"win": windows},
+    )
+    return fixes, uwb
+
+
+def verify(
+    arrivals: pl.DataFrame,
+    fixes: pl.DataFrame,
+    uwb: pl.DataFrame,
+    th: ArrivalThresholds,
+    *,
+    now: datetime,
+) -> pl.DataFrame:
+    stops = detect_stops(
+        fixes, max_diameter_m=th.stop_max_diameter_m, min_duration=th.stop_min_duration
+    )
+    return verify_arrivals(arrivals, fixes, stops, uwb if uwb.height else None, th, now=now)
+
+
+_EVIDENCE_SKIP = {"ticket_id", "event_id", "technician_id", "ts", "verdict", "reason", "region"}
+
+
+def _evidence_json() -> pl.Expr:
+    """Every evidence column of a verdict as one JSON object (times as ISO-8601)."""
+    return pl.struct(pl.exclude(*_EVIDENCE_SKIP)).struct.json_encode().alias("evidence")
+
+
+def write_checks(store: Store, checks: pl.DataFrame, *, computed_at: datetime) -> None:
+    rows = checks.select(
+        "event_id",
+        "ticket_id",
+        "technician_id",
+        pl.col("ts").alias("event_ts"),
+        "verdict",
+        "reason",
+        "decided_by",
+        "distance_m",
+        "accuracy_m",
+        pl.col("n_fixes_in_window").cast(pl.Int32).alias("n_fixes"),
+        "physical_arrival_ts",
+        "status_lag_s",
+        _evidence_json(),
+        "rule_version",
+        pl.lit(computed_at).dt.convert_time_zone("UTC").alias("computed_at"),
+    )
+    with store.transaction() as tx:
+        tx.register("new_checks", rows.select("event_id"))
+        tx.execute("DELETE FROM arrival_checks WHERE event_id IN (SELECT event_id FROM new_checks)")
+        tx.unregister("new_checks")
+        tx.insert_frame("arrival_checks", rows)
+
+
+def run_arrivals(store: Store, settings: Settings, *, since: datetime | None = None) -> ArrivalRun:
+    """Verify every "arrived" event (since ``since``) and store the verdicts with evidence."""
+    import time
+
+    t0 = time.perf_counter()
+    th = thresholds_from(settings.thresholds)
+    now = datetime.now(UTC)
+    arrivals = load_arrivals(store, since=since)
+    if arrivals.height == 0:
+        return ArrivalRun(pl.DataFrame(), time.perf_counter() - t0)
+    fixes, uwb = load_evidence(store, arrivals, th)
+    checks = verify(arrivals, fixes, uwb, th, now=now)
+    write_checks(store, checks, computed_at=now)
+    return ArrivalRun(checks, time.perf_counter() - t0)
+
+
+def summary(checks: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Verdict counts by region, median status lag, top technicians by rejected arrivals."""
+    by_region = (
+        checks.group_by("region", "verdict")
+        .len()
+        .pivot("verdict", index="region", values="len")
+        .fill_null(0)
+        .sort("region")
+    )
+    lag = checks.filter(pl.col("verdict") == "VERIFIED").select(
+        pl.col("status_lag_s").median().alias("median_status_lag_s"),
+        pl.col("status_lag_s").quantile(0.9).alias("p90_status_lag_s"),
+    )
+    top = (
+        checks.filter(pl.col("verdict") == "REJECTED")
+        .group_by("technician_id")
+        .len("rejected")
+        .sort("rejected", "technician_id", descending=[True, False])
+        .head(10)
+    )
+    reasons = (
+        checks.filter(pl.col("verdict") == "INCONCLUSIVE")
+        .group_by("reason")
+        .len()
+        .sort("len", descending=True)
+    )
+    return {"by_region": by_region, "lag": lag, "top_rejected": top, "inconclusive": reasons}
