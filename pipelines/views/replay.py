@@ -24,11 +24,15 @@ import polars as pl
 from pipelines.errors import FieldTraceError
 from pipelines.store.gateway import Store
 from pipelines.views import TECHNICIAN_EVENTS
+from pipelines.views.nearby import box as _box
+from pipelines.views.nearby import (
+    covering_outages,
+    customer_devices_sql,
+    nearest_weather,
+)
+from pipelines.views.nearby import distance_sql as _dist_sql
 
-M_PER_DEG: Final = 111_320.0
 NEARBY_RADIUS_M: Final = 500.0
-DEVICE_RADIUS_M: Final = 30.0
-WEATHER_SEARCH_DEG: Final = 0.5
 CLOSED_ALERT_STATUSES: Final = ("resolved", "closed", "expired", "cleared", "cancelled")
 # Per stream: key columns (one latest sample per key, for ``geofence.replay_state``), the age
 # above which a sample is stale, and how far before the window its latest sample still counts.
@@ -101,17 +105,6 @@ def _q(store: Store, sql: str, params: list[object]) -> pl.DataFrame:
 def _marks(n: int) -> str:
     """``?, ?, ?`` for an IN list of ``n`` bound values (never values themselves)."""
     return ", ".join("?" * max(n, 1)) if n else "NULL"
-
-
-def _box(lat: float, lon: float, radius_m: float) -> list[object]:
-    dlat = radius_m / M_PER_DEG
-    dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
-    return [lat - dlat, lat + dlat, lon - dlon, lon + dlon]
-
-
-def _dist_sql(lat_col: str, lon_col: str) -> str:
-    """Equirectangular metres to a bound point; params: lat, lat, lon, cos(lat)."""
-    return f"sqrt((({lat_col} - ?) * {M_PER_DEG}) ^ 2 + (({lon_col} - ?) * {M_PER_DEG} * ?) ^ 2)"
 
 
 def ticket_row(store: Store, ticket_id: str) -> dict[str, Any]:
@@ -193,54 +186,27 @@ def _uwb(
 
 
 def _weather(store: Store, lat: float, lon: float, start: datetime, end: datetime) -> pl.DataFrame:
-    """Observations at the grid point nearest the address (searched within ±0.5°)."""
-    d = WEATHER_SEARCH_DEG
-    cos = math.cos(math.radians(lat))
-    rows = _q(
-        store,
-        "WITH g AS (SELECT grid_lat, grid_lon FROM weather_obs WHERE grid_lat BETWEEN ? AND ? "
-        "AND grid_lon BETWEEN ? AND ? ORDER BY (grid_lat - ?) ^ 2 + ((grid_lon - ?) * ?) ^ 2, "
-        "grid_lat, grid_lon LIMIT 1) SELECT o.grid_lat, o.grid_lon, o.ts, o.variable, o.value, "
-        "o.unit, o.source FROM weather_obs o JOIN g USING (grid_lat, grid_lon) "
-        "WHERE o.ts BETWEEN ? AND ? ORDER BY o.ts, o.variable",
-        [lat - d, lat + d, lon - d, lon + d, lat, lon, cos, start - SEED_LOOKBACK["weather"], end],
-    )
+    """Observations at the grid point nearest the address, seeded with the latest per variable."""
+    rows = nearest_weather(store, lat, lon, start - SEED_LOOKBACK["weather"], end)
     early = pl.col("ts") < start
     seed = rows.filter(early).unique(subset="variable", keep="last", maintain_order=True)
     return pl.concat([seed, rows.filter(~early)]).sort("ts", maintain_order=True)
 
 
-def _outages(store: Store, lat: float, lon: float, start: datetime, end: datetime) -> pl.DataFrame:
-    """Outages overlapping the window whose polygon contains the address (bbox, then exact)."""
-    return _q(
-        store,
-        "SELECT outage_id, source, geom_wkt, start_ts, end_ts, customers_affected, cause "
-        "FROM outages WHERE (min_lat IS NULL OR (? BETWEEN min_lat AND max_lat "
-        "AND ? BETWEEN min_lon AND max_lon)) AND start_ts <= ? "
-        "AND (end_ts IS NULL OR end_ts >= ?) "
-        "AND ST_Contains(ST_GeomFromText(geom_wkt), ST_Point(?, ?)) ORDER BY start_ts",
-        [lat, lon, end, start, lon, lat],
-    )
-
-
 def _devices(store: Store, ticket: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The customer's devices (by ticket, customer, or within 30 m) and their vibration series
+    """The customer's devices (``nearby.customer_devices_sql``) and their vibration series
     (metadata only: ``n_samples``, not the samples)."""
-    lat, lon = ticket["lat"], ticket["lon"]
-    near: str = "FALSE"
-    near_params: list[object] = []
-    if lat is not None and lon is not None:
-        near = f"(lat BETWEEN ? AND ? AND lon BETWEEN ? AND ? AND {_dist_sql('lat', 'lon')} <= ?)"
-        cos = math.cos(math.radians(lat))
-        near_params = [*_box(lat, lon, DEVICE_RADIUS_M), lat, lon, cos, DEVICE_RADIUS_M]
+    where, params = customer_devices_sql(
+        ticket["ticket_id"], ticket["customer_id"], ticket["lat"], ticket["lon"]
+    )
     rows = _q(
         store,
         "WITH d AS (SELECT device_id, kind, customer_id, ticket_id, lat, lon, description "
-        f"FROM iot_devices WHERE ticket_id = ? OR customer_id = ? OR {near}) "
+        f"FROM iot_devices WHERE {where}) "
         "SELECT d.*, v.series_id, v.start_ts, v.sample_rate_hz, v.rpm, v.channel, "
         "len(v.samples) AS n_samples FROM d LEFT JOIN vibration_series v USING (device_id) "
         "ORDER BY d.device_id, v.start_ts, v.series_id",
-        [ticket["ticket_id"], ticket["customer_id"], *near_params],
+        params,
     )
     devices = rows.drop(c for c in _VIB_COLS if c != "device_id")
     devices = devices.unique("device_id", maintain_order=True)
@@ -345,7 +311,7 @@ def replay_bundle(
     devices, vibration = _devices(store, ticket)
     reads: dict[str, tuple[bool, Callable[..., Any], tuple[object, ...]]] = {
         "weather": (has_point, _weather, (lat, lon, start, end)),
-        "outages": (has_point, _outages, (lat, lon, start, end)),
+        "outages": (has_point, covering_outages, (lat, lon, start, end)),
         "alerts": (has_point, _alerts, (lat, lon, start, end)),
         "nearby": (has_point, _nearby, (ticket, at)),
         "uwb": (ticket["site_id"] is not None, _uwb, (ticket["site_id"], start, end)),

@@ -14,10 +14,15 @@ from pipelines.settings import Thresholds
 from pipelines.store.gateway import Store
 from pipelines.views import TECHNICIAN_EVENTS
 from pipelines.views.checklist import ChecklistInputs
+from pipelines.views.nearby import (
+    AT_CUSTOMER_M,
+    covering_outages,
+    customer_devices_sql,
+    nearest_weather,
+    within_sql,
+)
 
-CUSTOMER_STOP_M = 50.0
 MAX_FIXES = 2_000
-_NEAR_DEG = 0.0003  # ~30 m: IoT devices and repeat addresses "at" the customer
 _TECH_LIST = ", ".join(f"'{e}'" for e in TECHNICIAN_EVENTS)
 
 
@@ -81,7 +86,7 @@ def physical_events(
     customer: tuple[float, float],
 ) -> pl.DataFrame:
     """departed / arrived / left from stops: the visit is the run of consecutive stops within
-    ``CUSTOMER_STOP_M`` of the customer that holds the nearest one."""
+    ``AT_CUSTOMER_M`` of the customer that holds the nearest one."""
     schema: dict[str, Any] = {
         "event": pl.String,
         "ts": pl.Datetime("us", "UTC"),
@@ -95,9 +100,9 @@ def physical_events(
     )
     near = stops.with_columns(pl.Series("dist_m", dist_m)).with_row_index("_i")
     # A long visit is often several stops (GPS drift breaks the diameter): consecutive stops
-    # within CUSTOMER_STOP_M form one visit; the visit holding the nearest stop counts.
+    # within AT_CUSTOMER_M form one visit; the visit holding the nearest stop counts.
     near = near.with_columns(
-        (pl.col("dist_m") <= CUSTOMER_STOP_M).alias("_at"),
+        (pl.col("dist_m") <= AT_CUSTOMER_M).alias("_at"),
     ).with_columns(
         (pl.col("_at") != pl.col("_at").shift(1)).fill_null(True).cum_sum().alias("_run")
     )
@@ -137,52 +142,41 @@ def arrival_check(store: Store, ticket_id: str) -> dict[str, Any] | None:
 
 
 def checklist_inputs(store: Store, t: dict[str, Any], visit_ts: datetime) -> ChecklistInputs:
-    """Narrow IoT, outages, weather and earlier tickets to this address and visit time."""
+    """Narrow IoT, outages, weather and earlier tickets to this address and visit time
+    (``pipelines.views.nearby`` says what "at the customer" means)."""
     lat, lon = t["lat"], t["lon"]
     week = visit_ts - timedelta(days=7)
+    devices, device_params = customer_devices_sql(t["ticket_id"], t["customer_id"], lat, lon, "d")
     iot = store.query(
         "SELECT d.device_id, d.kind, r.ts, r.metric, r.value, r.unit FROM iot_devices d "
-        "JOIN iot_readings r USING (device_id) WHERE (d.ticket_id = ? OR d.customer_id = ? OR "
-        "(abs(d.lat - ?) < ? AND abs(d.lon - ?) < ?)) AND r.ts BETWEEN ? AND ? "
+        f"JOIN iot_readings r USING (device_id) WHERE {devices} AND r.ts BETWEEN ? AND ? "
         "AND (lower(r.metric) LIKE '%vib%' OR lower(r.metric) LIKE '%rssi%' "
         "OR lower(r.metric) LIKE '%wifi%') ORDER BY r.ts",
-        [t["ticket_id"], t["customer_id"], lat, _NEAR_DEG, lon, _NEAR_DEG, week, visit_ts],
+        [*device_params, week, visit_ts],
     )
-    outages = (
-        store.query(
-            "SELECT outage_id, cause, start_ts, end_ts, customers_affected FROM outages "
-            "WHERE (min_lat IS NULL OR ? BETWEEN min_lat AND max_lat) "
-            "AND (min_lon IS NULL OR ? BETWEEN min_lon AND max_lon) "
-            "AND start_ts <= ? AND (end_ts IS NULL OR end_ts >= ?) "
-            "AND ST_Contains(ST_GeomFromText(geom_wkt), ST_Point(?, ?)) ORDER BY start_ts",
-            [lat, lon, visit_ts, visit_ts, lon, lat],
+    has_point = lat is not None and lon is not None
+    outages = covering_outages(store, lat, lon, visit_ts, visit_ts) if has_point else pl.DataFrame()
+    weather = (
+        nearest_weather(
+            store,
+            lat,
+            lon,
+            visit_ts - timedelta(hours=1),
+            visit_ts + timedelta(hours=1),
+            variables_like=("precip", "rain"),
         )
-        if lat is not None
+        if has_point
         else pl.DataFrame()
     )
-    weather = store.query(
-        "WITH g AS (SELECT grid_lat, grid_lon FROM (SELECT DISTINCT grid_lat, grid_lon "
-        "FROM weather_obs) ORDER BY (grid_lat - ?)^2 + (grid_lon - ?)^2 LIMIT 1) "
-        "SELECT w.ts, w.variable, w.value, w.unit FROM weather_obs w JOIN g "
-        "USING (grid_lat, grid_lon) WHERE w.ts BETWEEN ? AND ? AND "
-        "(lower(w.variable) LIKE '%precip%' OR lower(w.variable) LIKE '%rain%')",
-        [lat, lon, visit_ts - timedelta(hours=1), visit_ts + timedelta(hours=1)],
+    near, near_params = (
+        within_sql("t2.lat", "t2.lon", lat, lon, AT_CUSTOMER_M) if has_point else ("FALSE", [])
     )
     earlier = store.query(
         "SELECT e.ticket_id, e.ts, e.note FROM tickets t2 JOIN ticket_events e "
         "USING (ticket_id) WHERE e.event_type = 'parts_requested' AND t2.ticket_id <> ? "
-        "AND t2.created_ts < ? AND (t2.customer_id = ? OR t2.address = ? OR "
-        "(abs(t2.lat - ?) < ? AND abs(t2.lon - ?) < ?)) ORDER BY e.ts",
-        [
-            t["ticket_id"],
-            t["created_ts"],
-            t["customer_id"],
-            t.get("address"),
-            lat,
-            _NEAR_DEG / 6,
-            lon,
-            _NEAR_DEG / 6,
-        ],
+        f"AND t2.created_ts < ? AND (t2.customer_id = ? OR t2.address = ? OR {near}) "
+        "ORDER BY e.ts",
+        [t["ticket_id"], t["created_ts"], t["customer_id"], t.get("address"), *near_params],
     )
     return ChecklistInputs(
         visit_ts=visit_ts.astimezone(UTC),
