@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
-from dash import Dash, Input, Output, State, dcc, html
+from dash import Dash, Input, Output, State, dcc, html, set_props
+from werkzeug.exceptions import HTTPException
 
 from dashboard import ids
 from dashboard.auth import ALL_ROLES, current_principal, guard, install_auth, is_guarded
 from dashboard.context import AppContext
 from dashboard.pages import Page, load_pages
+from pipelines.errors import FieldTraceError
 from pipelines.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ def _shell(pages: list[Page]) -> html.Div:
                 ],
                 className="topbar",
             ),
+            html.Div(id=ids.ERROR_BANNER, className="error-banner", hidden=True, role="alert"),
             html.Main(id=ids.PAGE, className="page"),
         ]
     )
@@ -60,6 +64,24 @@ def _guard_page_callbacks(app: Dash, page: Page, before: set[str]) -> None:
             entry["callback"] = guard(page.roles)(entry["callback"])
 
 
+def callback_error(exc: Exception) -> None:
+    """Dash's global callback error handler: no callback ever answers 500 or shows a traceback.
+
+    HTTP errors (the guard's 401/403) pass through. A FieldTrace error is a message for the user
+    (bad input, unknown id); anything else is logged here with its traceback and an error id,
+    and the user sees only the id. The outputs are left as they were."""
+    if isinstance(exc, HTTPException):
+        raise exc
+    if isinstance(exc, FieldTraceError):
+        message = str(exc)
+        log.info("callback refused input: %s", exc)
+    else:
+        error_id = uuid.uuid4().hex[:8]
+        log.exception("callback failed (error id %s)", error_id)
+        message = f"That view could not be built from this input (error id {error_id})."
+    set_props(ids.ERROR_BANNER, {"children": message, "hidden": False})
+
+
 def create_app(settings: Settings | None = None) -> Dash:
     """Build a fresh Dash app over the store named in ``settings``."""
     settings = settings or load_settings()
@@ -69,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Dash:
         title="FieldTrace",
         suppress_callback_exceptions=True,
         update_title="FieldTrace · loading…",
+        on_error=callback_error,
     )
     install_auth(app, settings)
     pages = load_pages()
@@ -80,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Dash:
     )
     @guard(ALL_ROLES)
     def route(pathname: str | None, search: str | None) -> Any:
+        set_props(ids.ERROR_BANNER, {"hidden": True})
         page = by_path.get(pathname or "/") or by_path.get("/")
         if page is None:
             return html.Div("Not found", className="empty")

@@ -2,6 +2,7 @@
 
 URL = "url"
 PAGE = "page-content"
+ERROR_BANNER = "error-banner"  # a callback's refusal or failure, shown instead of a 500
 NAV = "nav"
 
 STATUS_REFRESH = "status-refresh"

@@ -36,7 +36,9 @@ def parse_at(value: str | None, tz: str) -> int | str | None:
         return AT_LATEST
     try:
         local = datetime.strptime(value, _AT_FORMAT).replace(tzinfo=ZoneInfo(tz))
-    except ValueError:
+    except (TypeError, ValueError):
+        return None
+    if not 1970 <= local.year <= 2100:
         return None
     return int(local.timestamp())
 

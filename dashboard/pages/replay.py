@@ -38,6 +38,7 @@ SPEEDS = (0.5, 1, 5, 10, 60)
 WINDOWS_MIN = (10, 30, 60, 180)
 DEFAULT_WINDOW_MIN = 30
 TICK_MS = 250
+MIN_YEAR, MAX_YEAR = 1970, 2100  # times outside are refused, not replayed
 _HIDDEN = {"display": "none"}
 
 
@@ -57,11 +58,20 @@ def parse_request(search: str | None) -> dict[str, Any]:
 
 
 def _parse_time(value: str | None) -> datetime | None:
+    """ISO time -> UTC, or None when it is not a time of this era (so windows never overflow)."""
     try:
         t = datetime.fromisoformat(value) if value else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
-    return None if t is None else figs.as_utc(t)
+    if t is None or not MIN_YEAR <= t.year <= MAX_YEAR:
+        return None
+    return figs.as_utc(t)
+
+
+def window_of(req: dict[str, Any]) -> timedelta:
+    """Half-width of the replay window; only the offered choices, whatever the client sent."""
+    value = req.get("window_min")
+    return timedelta(minutes=value if value in WINDOWS_MIN else DEFAULT_WINDOW_MIN)
 
 
 # fmt: off
@@ -130,7 +140,7 @@ def load_bundle(ctx: AppContext, req: dict[str, Any]) -> tuple[ReplayBundle, str
     ticket = str(req.get("ticket") or "")
     created = ticket_row(ctx.store, ticket)["created_ts"]
     node, at = _resolve(lifecycle(ctx.store, ticket), req, created)
-    half = timedelta(minutes=int(req.get("window_min") or DEFAULT_WINDOW_MIN))
+    half = window_of(req)
     bundle = replay_bundle(ctx.store, ticket, at, before=half, after=half)
     t = _parse_time(req.get("t"))
     cursor = t if t is not None and bundle.start <= t <= bundle.end else bundle.at
