@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,8 +11,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from dashboard import create_app
-from pipelines.views import default_as_of
-from tests.dashboard.conftest import CLOCK, PASSWORDS
+from tests.dashboard.conftest import PASSWORDS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -71,37 +69,6 @@ def _open_tickets(dash_duo: Any, want: int, timeout: float = 15) -> int:
             break
         time.sleep(0.2)
     return int(n)
-
-
-@pytest.mark.parametrize(
-    ("clock", "latest_created", "wall", "expected"),
-    [
-        # live store: the data clock
-        (CLOCK, CLOCK, CLOCK + timedelta(hours=2), CLOCK),
-        # historical, Monday 16:00 local: that Monday 10:00 local (02:00 UTC)
-        (CLOCK, CLOCK, CLOCK + timedelta(days=40), datetime(2026, 10, 5, 2, tzinfo=UTC)),
-        # historical, latest ticket Saturday: back to Friday 10:00 local
-        (
-            datetime(2026, 11, 2, 8, tzinfo=UTC),
-            datetime(2026, 10, 31, 6, tzinfo=UTC),
-            datetime(2026, 11, 24, tzinfo=UTC),
-            datetime(2026, 10, 30, 2, tzinfo=UTC),
-        ),
-        # historical, latest ticket Monday 09:00 local: the Friday before
-        (
-            CLOCK,
-            datetime(2026, 10, 5, 1, tzinfo=UTC),
-            CLOCK + timedelta(days=40),
-            datetime(2026, 10, 2, 2, tzinfo=UTC),
-        ),
-    ],
-)
-def test_default_as_of(
-    clock: datetime, latest_created: datetime, wall: datetime, expected: datetime
-) -> None:
-    first = datetime(2026, 9, 1, tzinfo=UTC)
-    got = default_as_of(first, clock, latest_created, wall_clock=wall, tz="Asia/Shanghai")
-    assert got == expected
 
 
 def _login(dash_duo: Any, user: str, next_path: str) -> None:
