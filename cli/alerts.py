@@ -19,11 +19,13 @@ from rich.table import Table
 
 from cli import common
 from pipelines.alerts.config import load_config
-from pipelines.alerts.delivery import DeliveryReport, deliver_due, drain
-from pipelines.alerts.orders import acknowledge_order, cancel_order, fulfil_order, mark_sent
+from pipelines.alerts.delivery import DeliveryReport, dead_letters, deliver_due, drain, redrive
+from pipelines.alerts.orders import ACKNOWLEDGE, CANCEL, FULFIL, apply_action, mark_sent
 from pipelines.alerts.runner import RunReport, run_alerts
+from pipelines.credentials import WebhookSecrets
 from pipelines.errors import FieldTraceError
 from pipelines.store.gateway import Store
+from pipelines.vocabulary import ORDER_OPEN
 
 alerts_app = typer.Typer(
     name="alerts",
@@ -37,6 +39,10 @@ RulesOpt = Annotated[Path | None, typer.Option("--rules", help="Rules TOML (defa
 
 def _store() -> Store:
     return common.open_store()
+
+
+def _secrets() -> WebhookSecrets:
+    return WebhookSecrets(common.settings())
 
 
 def _parse_time(store: Store, value: str) -> datetime:
@@ -129,6 +135,7 @@ def run_cmd(
     """Evaluate the rules (once, or replayed over time), write alerts and orders, deliver."""
     try:
         config = load_config(rules)
+        secrets = _secrets()
         with _store() as store:
             end = _parse_time(store, at)
             times = [end]
@@ -140,9 +147,7 @@ def run_cmd(
             for moment in times:
                 reports.append(run_alerts(store, config, at=moment, incremental=not full))
                 if deliver:
-                    got = deliver_due(store, config)
-                    sent.delivered += got.delivered
-                    sent.failed += got.failed
+                    sent.add(deliver_due(store, config, secrets.lookup))
             touched = sorted({a for r in reports for a in (*r.opened, *r.updated, *r.closed)})
             rows = lead_times(store, touched)
     except FieldTraceError as exc:
@@ -159,11 +164,55 @@ def deliver_cmd(
     until_empty: Annotated[bool, typer.Option(help="Exit when nothing is pending.")] = True,
     rules: RulesOpt = None,
 ) -> None:
-    """Drain the outbox to the warehouse webhooks (retries with backoff until delivered)."""
-    config = load_config(rules)
+    """Drain the outbox to the warehouse webhooks (retries with backoff, then dead letters)."""
+    try:
+        config = load_config(rules)
+        secrets = _secrets()
+        with _store() as store:
+            report = drain(store, config, secrets.lookup, until_empty=until_empty)
+    except FieldTraceError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    out.print(
+        f"delivered {report.delivered}, failed attempts {report.failed} "
+        f"(refused {report.refused}), dead-lettered {report.dead_lettered}"
+    )
+
+
+@alerts_app.command("dead-letters")
+def dead_letters_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Orders whose delivery gave up after the attempt limit, with the last error."""
     with _store() as store:
-        report = drain(store, config, until_empty=until_empty)
-    out.print(f"delivered {report.delivered}, failed attempts {report.failed}")
+        rows = dead_letters(store)
+    if as_json:
+        out.print_json(json.dumps(rows.to_dicts(), default=str))
+        return
+    table = Table(title=f"Dead-lettered deliveries ({rows.height})")
+    for col in ("order", "warehouse", "attempts", "dead since", "last error"):
+        table.add_column(col)
+    for r in rows.iter_rows(named=True):
+        table.add_row(
+            r["order_id"], r["warehouse_id"], str(r["attempts"]), f"{r['dead_at']:%Y-%m-%d %H:%M}",
+            str(r["last_error"]),
+        )  # fmt: skip
+    out.print(table)
+
+
+@alerts_app.command("redrive")
+def redrive_cmd(
+    order_ids: Annotated[
+        list[str] | None, typer.Argument(help="Orders to re-drive (default: every dead letter).")
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who re-drives (audit log).")] = "cli",
+) -> None:
+    """Queue dead-lettered deliveries again with a fresh attempt budget (then `deliver`)."""
+    try:
+        with _store() as store:
+            done = redrive(store, order_ids or None, actor)
+    except FieldTraceError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    out.print(f"re-driven {len(done)} order(s): {', '.join(done) or '-'}")
 
 
 @alerts_app.command("list")
@@ -210,32 +259,33 @@ def export_cmd(
         frame.write_csv(out_path)
         marked = 0
         if mark:
-            for order_id in frame.filter(pl.col("status") == "open")["order_id"].to_list():
+            for order_id in frame.filter(pl.col("status") == ORDER_OPEN)["order_id"].to_list():
                 mark_sent(store, order_id, "csv-export", channel=str(out_path))
                 marked += 1
     out.print(f"wrote {frame.height} order(s) to {out_path}; marked sent: {marked}")
 
 
-def _lifecycle(action: Any, order_id: str, actor: str, **kw: Any) -> None:
+def _lifecycle(action: str, order_id: str, actor: str, **kw: Any) -> None:
+    """One move of the order state machine (the same function the dashboard buttons call)."""
     try:
         with _store() as store:
-            action(store, order_id, actor, **kw)
+            status = apply_action(store, order_id, action, actor, **kw)
     except FieldTraceError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    out.print(f"{order_id}: {action.__name__.removesuffix('_order')} by {actor}")
+    out.print(f"order {order_id} {status} by {actor}")
 
 
 @alerts_app.command("ack")
 def ack_cmd(order_id: str, actor: Annotated[str, typer.Option()]) -> None:
     """The warehouse acknowledges a sent order."""
-    _lifecycle(acknowledge_order, order_id, actor)
+    _lifecycle(ACKNOWLEDGE, order_id, actor)
 
 
 @alerts_app.command("fulfil")
 def fulfil_cmd(order_id: str, actor: Annotated[str, typer.Option()]) -> None:
     """The warehouse fulfilled an acknowledged order."""
-    _lifecycle(fulfil_order, order_id, actor)
+    _lifecycle(FULFIL, order_id, actor)
 
 
 @alerts_app.command("cancel")
@@ -243,4 +293,4 @@ def cancel_cmd(
     order_id: str, actor: Annotated[str, typer.Option()], reason: Annotated[str, typer.Option()]
 ) -> None:
     """Cancel an order that is not fulfilled (an unsent one is never delivered)."""
-    _lifecycle(cancel_order, order_id, actor, reason=reason)
+    _lifecycle(CANCEL, order_id, actor, reason=reason)

@@ -22,8 +22,13 @@ def _serve(s: Settings, host: str, port: int, *, debug: bool, prod: bool, worker
         serve_prod(s, workers=workers, bind=f"{host}:{port}")
         return
     from dashboard import create_app
+    from pipelines.errors import FieldTraceError
 
-    dash_app = create_app(s)
+    try:
+        dash_app = create_app(s)
+    except FieldTraceError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
     console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
     dash_app.run(host=host, port=port, debug=debug)
 
@@ -78,17 +83,20 @@ def demo_alerts(s: Settings, *, step_h: float = 2.0) -> None:
     point) verifies signatures and logs to data/warehouse_inbox.jsonl. Re-running is a no-op.
     """
     from cli.alerts import run_cmd
-    from pipelines.alerts.config import load_config
     from pipelines.alerts.receiver import WarehouseReceiver
+    from pipelines.credentials import WEBHOOK_SECRETS_FILE, WebhookSecrets, ensure_webhook_secrets
 
     with open_store(s) as store:
         if store.count("cluster_alerts") or not store.count("tickets"):
             return
         first = store.scalar("SELECT min(created_ts) FROM tickets")
+        hooked = store.query("SELECT warehouse_id FROM warehouses WHERE webhook_url IS NOT NULL")
     since = (first + timedelta(hours=72)).isoformat()
-    config = load_config(None)
+    # the demo's receiver and deliverer share random per-warehouse secrets kept in data_dir
+    secrets_file = s.webhook_secrets_file or s.data_dir / WEBHOOK_SECRETS_FILE
+    ensure_webhook_secrets(secrets_file, hooked["warehouse_id"].to_list())
     with WarehouseReceiver(
-        config.secret_for, port=8765, log_path=s.data_dir / "warehouse_inbox.jsonl"
+        WebhookSecrets(s).lookup, port=8765, log_path=s.data_dir / "warehouse_inbox.jsonl"
     ):
         run_cmd(
             at="latest",

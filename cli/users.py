@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import common
+from pipelines.sessions import AUTH_STATE_FILE, AuthState
 from pipelines.settings import Settings
 from pipelines.users import UsersError, add_user, load_users
 
@@ -50,14 +51,18 @@ def add(
         str | None, typer.Option("--password", help="Generated and printed when omitted.")
     ] = None,
 ) -> None:
-    """Add (or replace) a user."""
+    """Add (or replace) a user; a replaced user's open sessions end at once."""
     s = _settings()
     try:
         user, pw = add_user(s.users_file, name, role, password)
     except UsersError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    ended = AuthState(s.data_dir / AUTH_STATE_FILE).revoke_user(user.name)
     shown = pw if password is None else "(as given)"
-    _out.print(f"user {user.name} role {user.role} password {shown} -> {s.users_file}")
+    _out.print(
+        f"user {user.name} role {user.role} password {shown} -> {s.users_file}"
+        + (f" ({ended} open session(s) ended)" if ended else "")
+    )
 
 
 @users_app.command("list")

@@ -46,7 +46,9 @@ ALERTS_ORDERS = "alerts-orders"
 ALERTS_MESSAGE = "alerts-message"
 ALERTS_VERSION = "alerts-version"
 ALERT_PICK = "alert-pick"  # pattern-matching type: {"type": ALERT_PICK, "alert": id}
-ORDER_ACTION = "order-action"  # {"type": ORDER_ACTION, "action": "ack"|"fulfil", "order": id}
+ORDER_ACTION = (
+    "order-action"  # {"type": ORDER_ACTION, "action": "acknowledge"|"fulfil", "order": id}
+)
 
 # Analytics page
 ANALYTICS_REGION = "analytics-region"

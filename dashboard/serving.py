@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.credentials import session_key
 from pipelines.settings import Settings
 
 
@@ -11,8 +12,7 @@ def serve_prod(settings: Settings, workers: int = 2, bind: str = "127.0.0.1:8050
     """Run the dashboard under gunicorn; each worker builds its own app after the fork."""
     from gunicorn.app.base import BaseApplication
 
-    if settings.secret_key == "change-me-in-production":
-        raise SystemExit("set FIELDTRACE_SECRET_KEY: every worker must sign sessions alike")
+    session_key(settings)  # made once before the fork: every worker reads the same key file
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

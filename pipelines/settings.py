@@ -25,6 +25,7 @@ from pydantic_settings import (
 from pipelines.errors import SettingsError
 
 DEFAULT_CONFIG_FILE = Path("fieldtrace.toml")
+MIN_SECRET_KEY_CHARS = 32
 
 
 class Thresholds(BaseModel):
@@ -69,7 +70,20 @@ class Settings(BaseSettings):
     timezone: str = Field("Asia/Shanghai", description="Zone assumed for naive input times.")
     thresholds: Thresholds = Field(default_factory=Thresholds)
     users_file: Path = Field(Path("data/users.toml"), description="Dashboard users (hashed).")
-    secret_key: str = Field("change-me-in-production", description="Signs session cookies.")
+    secret_key: str | None = Field(
+        None,
+        description="Signs session cookies (>= 32 characters). Unset: a random key is made at "
+        "first start and kept in data_dir/session.key (0600).",
+    )
+    webhook_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Webhook HMAC secret per warehouse id (prefer the environment or the file).",
+    )
+    webhook_secrets_file: Path | None = Field(
+        None,
+        description="TOML [webhook_secrets] per warehouse id, mode 0600. Unset: "
+        "data_dir/webhook_secrets.toml when it exists.",
+    )
     refresh_interval_s: int = Field(30, description="Dispatch map auto-refresh interval.")
     http_timeout_s: float = Field(10.0, description="HTTP feed timeout per request.")
     http_retries: int = Field(4, description="HTTP retries on 429/5xx/timeouts.")
@@ -86,6 +100,16 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"timezone={value!r} is not an IANA zone name") from exc
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_SECRET_KEY_CHARS:
+            raise ValueError(
+                f"secret_key has {len(value)} characters; at least {MIN_SECRET_KEY_CHARS} "
+                "(or leave it unset for a random key kept in the data directory)"
+            )
         return value
 
     @classmethod

@@ -19,6 +19,7 @@ from dashboard.figures.alerts import Explanation, counts_figure, explain_alert
 from dashboard.figures.maps import Basemap, cells_figure
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
+from pipelines.alerts.orders import ACKNOWLEDGE, FULFIL, allowed_actions
 from pipelines.views import alerts as views
 
 ROLES = frozenset({"dispatcher", "analyst", "warehouse"})
@@ -96,20 +97,16 @@ def orders_table(frame: pl.DataFrame, can_act: bool) -> Any:
     )
     rows = []
     for r in frame.iter_rows(named=True):
+        allowed = allowed_actions(r["status"])
         buttons = (
             [
                 html.Button(
-                    "Acknowledge",
-                    id={"type": ids.ORDER_ACTION, "action": "ack", "order": r["order_id"]},
-                    disabled=r["acknowledged_at"] is not None,
+                    label,
+                    id={"type": ids.ORDER_ACTION, "action": action, "order": r["order_id"]},
+                    disabled=action not in allowed,
                     className="btn",
-                ),
-                html.Button(
-                    "Fulfil",
-                    id={"type": ids.ORDER_ACTION, "action": "fulfil", "order": r["order_id"]},
-                    disabled=r["fulfilled_at"] is not None,
-                    className="btn",
-                ),
+                )
+                for action, label in ((ACKNOWLEDGE, "Acknowledge"), (FULFIL, "Fulfil"))
             ]
             if can_act
             else []

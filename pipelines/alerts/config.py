@@ -1,16 +1,15 @@
-"""Alert configuration: cluster rules, the restock map, delivery retry policy, webhook secrets.
+"""Alert configuration: cluster rules, the restock map and the delivery retry policy.
 
 One TOML document (``DEFAULT_RULES_TOML`` below, or a file given with ``--rules``) is parsed
 into ``AlertConfig``. Everything is validated at load time: a cluster or restock rule naming a
 tag that is not in ``tags`` fails here with the rule index and the known tags, not when the
-first ticket arrives. Webhook secrets may also come from ``FIELDTRACE_WEBHOOK_SECRET_<ID>``
-(warehouse id upper-cased, non-alphanumerics as ``_``), which wins over the file.
+first ticket arrives. Webhook secrets never live here (a ``[webhooks]`` table is refused):
+they come per warehouse from the settings, the environment or a secret file
+(``pipelines.credentials``).
 """
 
 from __future__ import annotations
 
-import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,16 +76,10 @@ pack_size = 1.0
 [delivery]
 base_backoff_s = 5.0       # first retry after 2.5-5 s, doubling, equal jitter
 max_backoff_s = 1800.0
-timeout_s = 10.0
+timeout_s = 10.0           # first attempt; doubles per failed attempt up to max_timeout_s
+max_timeout_s = 120.0
+max_attempts = 12          # then the order is dead-lettered (`fieldtrace alerts redrive`)
 source = "urn:fieldtrace:alerts"
-
-[webhooks]
-default_secret = "fieldtrace-demo-secret"
-
-[webhooks.secrets]
-"WH-NORTH" = "fieldtrace-demo-north"
-"WH-SOUTH" = "fieldtrace-demo-south"
-"WH-EAST" = "fieldtrace-demo-east"
 """
 
 
@@ -99,7 +92,14 @@ class DeliveryPolicy:
     base_backoff_s: float = 5.0
     max_backoff_s: float = 1800.0
     timeout_s: float = 10.0
+    max_timeout_s: float = 120.0
+    max_attempts: int = 12
     source: str = "urn:fieldtrace:alerts"
+
+    def timeout_for(self, attempts: int) -> float:
+        """Seconds to wait for attempt ``attempts + 1``: doubling, so a receiver slower than
+        the first timeout is eventually heard (its 2xx ends the resends)."""
+        return min(self.max_timeout_s, self.timeout_s * 2.0 ** min(attempts, 30))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,19 +111,6 @@ class AlertConfig:
     history: timedelta = timedelta(days=28)
     steady_band: float = 0.1
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
-    secrets: Mapping[str, str] = field(default_factory=dict)
-    default_secret: str | None = None
-
-    def secret_for(self, warehouse_id: str) -> str:
-        """The HMAC secret of a warehouse (env override, file, then the default)."""
-        env = "FIELDTRACE_WEBHOOK_SECRET_" + re.sub(r"[^A-Z0-9]", "_", warehouse_id.upper())
-        secret = os.environ.get(env) or self.secrets.get(warehouse_id) or self.default_secret
-        if not secret:
-            raise AlertConfigError(
-                f"warehouse {warehouse_id!r}: no webhook secret; set {env} or "
-                "[webhooks.secrets] in the rules file"
-            )
-        return secret
 
 
 def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -162,7 +149,12 @@ def parse_config(raw: Mapping[str, Any], *, where: str = "rules") -> AlertConfig
         except (RestockRuleError, TypeError) as exc:
             raise AlertConfigError(f"{where}: restock #{index}: {exc}") from exc
     delivery = _table(raw, "delivery", where)
-    webhooks = _table(raw, "webhooks", where)
+    if "webhooks" in raw:
+        raise AlertConfigError(
+            f"{where}: [webhooks] is not read any more: webhook secrets never live in rules; "
+            "set FIELDTRACE_WEBHOOK_SECRET_<WAREHOUSE>, settings webhook_secrets or "
+            "[webhook_secrets] in data/webhook_secrets.toml (mode 0600)"
+        )
     try:
         policy = DeliveryPolicy(**delivery)
     except TypeError as exc:
@@ -171,6 +163,15 @@ def parse_config(raw: Mapping[str, Any], *, where: str = "rules") -> AlertConfig
         raise AlertConfigError(
             f"{where}: [delivery] base_backoff_s={policy.base_backoff_s} must be > 0 and "
             f"<= max_backoff_s={policy.max_backoff_s}"
+        )
+    if not 0 < policy.timeout_s <= policy.max_timeout_s:
+        raise AlertConfigError(
+            f"{where}: [delivery] timeout_s={policy.timeout_s} must be > 0 and "
+            f"<= max_timeout_s={policy.max_timeout_s}"
+        )
+    if not isinstance(policy.max_attempts, int) or policy.max_attempts < 1:
+        raise AlertConfigError(
+            f"{where}: [delivery] max_attempts={policy.max_attempts!r}; expected an integer >= 1"
         )
     history_days = raw.get("history_days", 28)
     if not isinstance(history_days, int | float) or history_days <= 0:
@@ -183,8 +184,6 @@ def parse_config(raw: Mapping[str, Any], *, where: str = "rules") -> AlertConfig
         history=timedelta(days=history_days),
         steady_band=float(raw.get("steady_band", 0.1)),
         delivery=policy,
-        secrets={str(k): str(v) for k, v in _table(webhooks, "secrets", where).items()},
-        default_secret=webhooks.get("default_secret"),
     )
 
 

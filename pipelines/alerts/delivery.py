@@ -1,19 +1,28 @@
 """Deliver restock orders to warehouse webhooks from the outbox: at-least-once, signed, idempotent.
 
-``enqueue_order`` (called by the alerts runner in the transaction that creates the order)
-freezes a CloudEvents 1.0 structured-mode JSON of the order in ``outbox``; its
-``idempotency_key`` is the order id. ``deliver_due`` POSTs every due message to its
-warehouse's ``webhook_url``:
+``enqueue_order`` (``pipelines.alerts.orders``, called in the transaction that creates the
+order) freezes a CloudEvents 1.0 structured-mode JSON of the order in ``outbox``; its
+``idempotency_key`` and its CloudEvent ``id`` are the order id. ``deliver_due`` POSTs every due
+message to its warehouse's ``webhook_url``:
 
 * headers ``X-FieldTrace-Timestamp`` (unix seconds), ``X-FieldTrace-Signature``
-  (``v1=`` + hex HMAC-SHA256 of ``"{timestamp}." + body`` with the warehouse's secret) and
-  ``Idempotency-Key``; ``Content-Type: application/cloudevents+json``.
+  (``v2=`` + hex HMAC-SHA256 over timestamp, idempotency key and body with the warehouse's
+  secret, ``pipelines.alerts.signing``) and ``Idempotency-Key``;
+  ``Content-Type: application/cloudevents+json``. See docs/WEBHOOKS.md.
 * 2xx: the message is delivered and the order moves ``open -> sent`` (one transaction).
 * anything else: ``attempts + 1`` and ``next_attempt_at = now + backoff`` where backoff is
-  ``min(max, base * 2**attempts)`` with equal jitter (half fixed, half random).
+  ``min(max, base * 2**attempts)`` with equal jitter (half fixed, half random). The wait for an
+  answer doubles per attempt too (``DeliveryPolicy.timeout_for``), so a receiver slower than the
+  first timeout is heard on a resend, and its 2xx (a replay: it has the order) ends them.
+* after ``max_attempts`` failures the message is dead-lettered (``outbox.dead_at``) and its order
+  moves ``open -> undeliverable``; ``redrive`` (``fieldtrace alerts redrive``) queues it again.
+* a warehouse without a webhook URL or a secret is refused with the reason, as a failed attempt;
+  the other warehouses proceed.
 
-All state lives in the store, so a deliverer killed mid-drain resumes where it stopped; the
-message in flight is sent again and the receiver drops it by its idempotency key.
+Each warehouse is delivered by its own thread, one message after the other, so a slow or dead
+warehouse delays only its own orders. All state lives in the store, so a deliverer killed
+mid-drain resumes where it stopped; the message in flight is sent again and the receiver drops
+it by its signed idempotency key.
 Run standalone:
 ``python -m pipelines.alerts.delivery --store F.duckdb [--rules R.toml] [--until-empty]``.
 """
@@ -21,35 +30,57 @@ Run standalone:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import random
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import polars as pl
 
 from pipelines.alerts.config import AlertConfig, DeliveryPolicy, load_config
-from pipelines.store.gateway import Store, Tx
+from pipelines.alerts.orders import (
+    DEAD_LETTER,
+    EVENT_TYPE,
+    REDRIVE,
+    SEND,
+    move_order,
+)
+from pipelines.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from pipelines.credentials import WebhookSecrets, missing_reason
+from pipelines.errors import FieldTraceError
+from pipelines.settings import load_settings
+from pipelines.store.gateway import Store
+from pipelines.vocabulary import ORDER_CANCELLED, ORDER_OPEN, ORDER_UNDELIVERABLE
 
-EVENT_TYPE: Final = "com.fieldtrace.restock.order.created"
-SIGNATURE_HEADER: Final = "X-FieldTrace-Signature"
-TIMESTAMP_HEADER: Final = "X-FieldTrace-Timestamp"
-IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+__all__ = [
+    "EVENT_TYPE",
+    "IDEMPOTENCY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "DeliveryReport",
+    "deliver_due",
+    "drain",
+    "pending",
+    "redrive",
+    "sign",
+]
+
 CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 DELIVERER: Final = "deliverer"
+MAX_PARALLEL_WAREHOUSES: Final = 32
+SecretLookup = Callable[[str], str | None]
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """``v1=<hex HMAC-SHA256 of "{timestamp}.{body}">``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
+class RedriveError(FieldTraceError, LookupError):
+    """An order asked to be re-driven has no dead-lettered message."""
 
 
 def backoff(attempts: int, policy: DeliveryPolicy, rng: random.Random) -> timedelta:
@@ -58,50 +89,29 @@ def backoff(attempts: int, policy: DeliveryPolicy, rng: random.Random) -> timede
     return timedelta(seconds=ceiling / 2 + rng.uniform(0, ceiling / 2))
 
 
-def order_event(order: dict[str, object], alert: dict[str, object], source: str) -> str:
-    """The CloudEvents 1.0 (structured JSON) body announcing one restock order."""
-    created = order["created_at"]
-    event = {
-        "specversion": "1.0",
-        "type": EVENT_TYPE,
-        "source": source,
-        "id": order["order_id"],
-        "time": created.isoformat() if isinstance(created, datetime) else str(created),
-        "subject": f"warehouses/{order['warehouse_id']}/orders/{order['order_id']}",
-        "datacontenttype": "application/json",
-        "data": {**order, "alert": alert},
-    }
-    return json.dumps(event, default=str, sort_keys=True, separators=(",", ":"))
-
-
-def enqueue_order(tx: Tx, order_id: str, source: str, at: datetime) -> str:
-    """Freeze the order's event in the outbox (same transaction as the order); returns its id."""
-    order = tx.query(
-        "SELECT order_id, alert_id, warehouse_id, routed_by, distance_m, sku, quantity, unit, "
-        "member_count, created_at FROM restock_orders WHERE order_id = ?",
-        (order_id,),
-    ).row(0, named=True)
-    alert = tx.query(
-        "SELECT alert_id, tag, rule_version, member_count, centroid_lat, centroid_lon, "
-        "geom_wkt, crossed_at, first_seen FROM cluster_alerts WHERE alert_id = ?",
-        (order["alert_id"],),
-    ).row(0, named=True)
-    message_id = f"MSG-{order_id}"
-    tx.execute(
-        "INSERT INTO outbox (message_id, order_id, warehouse_id, idempotency_key, payload, "
-        "attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-        (message_id, order_id, order["warehouse_id"], order_id, order_event(order, alert, source),
-         at, at),
-    )  # fmt: skip
-    return message_id
-
-
 @dataclass
 class DeliveryReport:
     attempted: int = 0
     delivered: int = 0
     failed: int = 0
     replayed: int = 0  # 2xx answers saying "already had it" (idempotent replay)
+    refused: int = 0  # not sent: the warehouse has no webhook URL or no secret
+    dead_lettered: int = 0  # gave up after max_attempts; see `fieldtrace alerts redrive`
+
+    def add(self, other: DeliveryReport) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt got: an HTTP status and/or the error that makes it a failure."""
+
+    status: int | None
+    error: str | None
+    elapsed_ms: float
+    replay: bool = False
+    refused: bool = False
 
 
 def _due(store: Store, now: datetime, limit: int | None) -> pl.DataFrame:
@@ -110,118 +120,198 @@ def _due(store: Store, now: datetime, limit: int | None) -> pl.DataFrame:
         "o.attempts, w.webhook_url FROM outbox o "
         "JOIN restock_orders r ON r.order_id = o.order_id "
         "LEFT JOIN warehouses w ON w.warehouse_id = o.warehouse_id "
-        "WHERE o.delivered_at IS NULL AND r.status <> 'cancelled' AND o.next_attempt_at <= ? "
-        "ORDER BY o.next_attempt_at, o.message_id LIMIT ?",
-        (now, limit if limit is not None else 2**62),
+        "WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND r.status <> ? "
+        "AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.message_id LIMIT ?",
+        (ORDER_CANCELLED, now, limit if limit is not None else 2**62),
     )
 
 
-def _post(client: httpx.Client, url: str, secret: str, key: str, body: bytes) -> httpx.Response:
+def _attempt(
+    client: httpx.Client, msg: dict[str, Any], secrets: SecretLookup, policy: DeliveryPolicy
+) -> Outcome:
+    """One POST of one message (or the reason it cannot be sent)."""
+    started = time.perf_counter()
+    if not msg["webhook_url"]:
+        error = f"warehouse {msg['warehouse_id']!r} has no webhook_url"
+        return Outcome(None, error, 0.0, refused=True)
+    secret = secrets(msg["warehouse_id"])
+    if not secret:
+        return Outcome(None, missing_reason(msg["warehouse_id"]), 0.0, refused=True)
+    body = str(msg["payload"]).encode()
+    key = str(msg["idempotency_key"])
     stamp = int(time.time())  # the receiver checks freshness against its own clock
     headers = {
         "Content-Type": CONTENT_TYPE,
         TIMESTAMP_HEADER: str(stamp),
-        SIGNATURE_HEADER: sign(secret, stamp, body),
+        SIGNATURE_HEADER: sign(secret, stamp, key, body),
         IDEMPOTENCY_HEADER: key,
     }
-    return client.post(url, content=body, headers=headers)
+    timeout = policy.timeout_for(int(msg["attempts"]))
+    try:
+        response = client.post(msg["webhook_url"], content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        return Outcome(None, f"{type(exc).__name__} after {timeout:g} s: {exc}", elapsed)
+    elapsed = (time.perf_counter() - started) * 1000
+    if not response.is_success:
+        error = f"HTTP {response.status_code}: {response.text[:200]}"
+        return Outcome(response.status_code, error, elapsed)
+    replay = response.headers.get("X-Idempotent-Replay") == "true"
+    return Outcome(response.status_code, None, elapsed, replay=replay)
+
+
+def _record(
+    store: Store, msg: dict[str, Any], when: datetime, outcome: Outcome, policy: DeliveryPolicy,
+    retry_in: timedelta,
+) -> bool:  # fmt: skip
+    """Store one attempt's outcome; True when it dead-lettered the message."""
+    attempts = int(msg["attempts"]) + 1
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO delivery_attempts VALUES (?, ?, ?, ?, ?, ?)",
+            (msg["message_id"], attempts, when, outcome.status, outcome.error, outcome.elapsed_ms),
+        )
+        status = tx.scalar(
+            "SELECT status FROM restock_orders WHERE order_id = ?", (msg["order_id"],)
+        )
+        if outcome.error is not None:
+            if attempts < policy.max_attempts:
+                tx.execute(
+                    "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                    "WHERE message_id = ?",
+                    (attempts, when + retry_in, outcome.error, msg["message_id"]),
+                )
+                return False
+            tx.execute(
+                "UPDATE outbox SET attempts = ?, dead_at = ?, last_error = ? WHERE message_id = ?",
+                (attempts, when, outcome.error, msg["message_id"]),
+            )
+            if status == ORDER_OPEN:
+                move_order(
+                    tx, msg["order_id"], DEAD_LETTER, DELIVERER, when, attempts=attempts,
+                    last_error=outcome.error,
+                )  # fmt: skip
+            return True
+        tx.execute(
+            "UPDATE outbox SET attempts = ?, delivered_at = ?, last_error = NULL "
+            "WHERE message_id = ?",
+            (attempts, when, msg["message_id"]),
+        )
+        if status == ORDER_OPEN:  # a CSV hand-over may have marked it sent already
+            move_order(
+                tx, msg["order_id"], SEND, DELIVERER, when, attempts=attempts,
+                http_status=outcome.status,
+            )  # fmt: skip
+    return False
 
 
 def deliver_due(
     store: Store,
     config: AlertConfig,
+    secrets: SecretLookup,
     *,
     now: datetime | None = None,
     client: httpx.Client | None = None,
     limit: int | None = None,
     rng: random.Random | None = None,
 ) -> DeliveryReport:
-    """POST every message due at ``now`` (default: the clock), one at a time, oldest first."""
+    """POST every message due at ``now`` (default: the clock): one thread per warehouse, each
+    sending its warehouse's messages oldest first, so one slow warehouse delays only itself."""
     when = now or datetime.now(UTC)
     jitter = rng or random.Random()
+    policy = config.delivery
     report = DeliveryReport()
+    lock = threading.Lock()
+    by_warehouse: dict[str, list[dict[str, Any]]] = {}
+    for msg in _due(store, when, limit).iter_rows(named=True):
+        by_warehouse.setdefault(str(msg["warehouse_id"]), []).append(msg)
+    if not by_warehouse:
+        return report
+
+    def one_warehouse(messages: list[dict[str, Any]]) -> None:
+        for msg in messages:
+            outcome = _attempt(http, msg, secrets, policy)
+            with lock:
+                retry_in = backoff(int(msg["attempts"]), policy, jitter)
+            dead = _record(store, msg, when, outcome, policy, retry_in)
+            with lock:
+                report.attempted += 1
+                report.delivered += outcome.error is None
+                report.failed += outcome.error is not None
+                report.replayed += outcome.replay
+                report.refused += outcome.refused
+                report.dead_lettered += dead
+
     own = client is None
-    http = client or httpx.Client(timeout=config.delivery.timeout_s)
+    http = client or httpx.Client()
     try:
-        for msg in _due(store, when, limit).iter_rows(named=True):
-            report.attempted += 1
-            started = time.perf_counter()
-            status: int | None = None
-            error: str | None = None
-            if not msg["webhook_url"]:
-                error = f"warehouse {msg['warehouse_id']!r} has no webhook_url"
-            else:
-                try:
-                    response = _post(
-                        http, msg["webhook_url"], config.secret_for(msg["warehouse_id"]),
-                        msg["idempotency_key"], msg["payload"].encode(),
-                    )  # fmt: skip
-                    status = response.status_code
-                    if not response.is_success:
-                        error = f"HTTP {status}: {response.text[:200]}"
-                    elif response.headers.get("X-Idempotent-Replay") == "true":
-                        report.replayed += 1
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            _record(store, msg, when, status, error, elapsed_ms, config.delivery, jitter)
-            if error is None:
-                report.delivered += 1
-            else:
-                report.failed += 1
+        workers = min(len(by_warehouse), MAX_PARALLEL_WAREHOUSES)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
+            for done in [pool.submit(one_warehouse, m) for m in by_warehouse.values()]:
+                done.result()  # re-raise a store error from any warehouse's thread
     finally:
         if own:
             http.close()
     return report
 
 
-def _record(
-    store: Store, msg: dict[str, object], when: datetime, status: int | None, error: str | None,
-    elapsed_ms: float, policy: DeliveryPolicy, rng: random.Random,
-) -> None:  # fmt: skip
-    attempts = int(str(msg["attempts"])) + 1
+def redrive(
+    store: Store, order_ids: Sequence[str] | None, actor: str, *, at: datetime | None = None
+) -> list[str]:
+    """Queue dead-lettered messages again (all of them when ``order_ids`` is None).
+
+    Each order moves ``undeliverable -> open`` and its message gets a fresh attempt budget, due
+    at once. Returns the order ids re-driven; an asked-for order without a dead letter raises.
+    """
+    when = at or datetime.now(UTC)
+    dead = store.query(
+        "SELECT o.message_id, o.order_id FROM outbox o JOIN restock_orders r USING (order_id) "
+        "WHERE o.dead_at IS NOT NULL AND r.status = ? ORDER BY o.order_id",
+        (ORDER_UNDELIVERABLE,),
+    )
+    found = dict(zip(dead["order_id"].to_list(), dead["message_id"].to_list(), strict=True))
+    wanted = sorted(found) if order_ids is None else list(order_ids)
+    unknown = [o for o in wanted if o not in found]
+    if unknown:
+        raise RedriveError(
+            f"no dead-lettered delivery for order(s) {', '.join(unknown)}; dead letters: "
+            f"{', '.join(sorted(found)) or 'none'}"
+        )
     with store.transaction() as tx:
-        tx.execute(
-            "INSERT INTO delivery_attempts VALUES (?, ?, ?, ?, ?, ?)",
-            (msg["message_id"], attempts, when, status, error, elapsed_ms),
-        )
-        if error is not None:
+        for order_id in wanted:
             tx.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                "UPDATE outbox SET attempts = 0, dead_at = NULL, next_attempt_at = ? "
                 "WHERE message_id = ?",
-                (attempts, when + backoff(attempts - 1, policy, rng), error, msg["message_id"]),
+                (when, found[order_id]),
             )
-            return
-        tx.execute(
-            "UPDATE outbox SET attempts = ?, delivered_at = ?, last_error = NULL "
-            "WHERE message_id = ?",
-            (attempts, when, msg["message_id"]),
-        )
-        tx.execute(
-            "UPDATE restock_orders SET status = 'sent', sent_at = ? "
-            "WHERE order_id = ? AND status = 'open'",
-            (when, msg["order_id"]),
-        )
-        tx.execute(
-            "INSERT INTO audit_log VALUES (?, ?, 'order_sent', 'restock_order', ?, ?)",
-            (when, DELIVERER, msg["order_id"],
-             json.dumps({"attempts": attempts, "http_status": status})),
-        )  # fmt: skip
+            move_order(tx, order_id, REDRIVE, actor, when)
+    return wanted
 
 
 def pending(store: Store) -> tuple[int, datetime | None]:
-    """Undelivered messages of live orders, and the earliest time one is due."""
+    """Undelivered, not dead-lettered messages of live orders, and the earliest one due."""
     row = store.query(
         "SELECT count(*) AS n, min(o.next_attempt_at) AS due FROM outbox o "
         "JOIN restock_orders r ON r.order_id = o.order_id "
-        "WHERE o.delivered_at IS NULL AND r.status <> 'cancelled'"
+        "WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND r.status <> ?",
+        (ORDER_CANCELLED,),
     ).row(0)
     return int(row[0]), row[1]
+
+
+def dead_letters(store: Store) -> pl.DataFrame:
+    """Dead-lettered messages with their order, warehouse, attempts and last error."""
+    return store.query(
+        "SELECT o.order_id, o.warehouse_id, o.attempts, o.dead_at, o.last_error, r.status "
+        "FROM outbox o JOIN restock_orders r USING (order_id) WHERE o.dead_at IS NOT NULL "
+        "ORDER BY o.dead_at, o.order_id"
+    )
 
 
 def drain(
     store: Store,
     config: AlertConfig,
+    secrets: SecretLookup,
     *,
     until_empty: bool = True,
     max_wait_s: float = 5.0,
@@ -230,11 +320,9 @@ def drain(
     """Deliver in real time until nothing is pending (or forever), sleeping until the next due."""
     total = DeliveryReport()
     started = time.monotonic()
-    with httpx.Client(timeout=config.delivery.timeout_s) as client:
+    with httpx.Client() as client:
         while deadline_s is None or time.monotonic() - started < deadline_s:
-            got = deliver_due(store, config, client=client)
-            for name in ("attempted", "delivered", "failed", "replayed"):
-                setattr(total, name, getattr(total, name) + getattr(got, name))
+            total.add(deliver_due(store, config, secrets, client=client))
             left, due = pending(store)
             if left == 0 and until_empty:
                 break
@@ -253,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-s", type=float, default=5.0, help="longest sleep")
     args = parser.parse_args(argv)
     config = load_config(args.rules)
+    secrets = WebhookSecrets(load_settings(store_path=args.store))
     with Store(args.store) as store:
-        report = drain(store, config, until_empty=args.until_empty, max_wait_s=args.max_wait_s)
+        report = drain(
+            store, config, secrets.lookup, until_empty=args.until_empty, max_wait_s=args.max_wait_s
+        )
     print(json.dumps(report.__dict__), file=sys.stderr)
     return 0
 

@@ -1,27 +1,32 @@
 """A small reference warehouse receiver: a real HTTP server on 127.0.0.1.
 
-``POST /hooks/{warehouse_id}`` with a FieldTrace CloudEvent. The receiver checks, in order:
+``POST /hooks/{warehouse_id}`` with a FieldTrace CloudEvent. The receiver checks, in order
+(the scheme is in docs/WEBHOOKS.md):
 
 1. ``X-FieldTrace-Timestamp`` is an integer within ``tolerance_s`` of its own clock (replays
    of old captures are refused) -> else 401;
-2. ``X-FieldTrace-Signature`` equals ``v1=HMAC-SHA256(secret, "{timestamp}." + body)`` with
-   the warehouse's secret, compared in constant time -> else 401;
-3. the body is a CloudEvents 1.0 JSON with an ``id``, and ``Idempotency-Key`` is present
-   -> else 400.
+2. the warehouse has a secret -> else 404;
+3. ``Idempotency-Key`` is present -> else 400;
+4. ``X-FieldTrace-Signature`` is ``v2=HMAC-SHA256`` over timestamp, idempotency key and body
+   with the warehouse's secret, compared in constant time -> else 401 (so a captured order
+   sent again with a new key, or a new timestamp, is refused);
+5. the body is a CloudEvents 1.0 JSON with an ``id`` -> else 400.
 
-A new key is recorded and answered ``202``; a key seen before is answered ``200`` with
-``X-Idempotent-Replay: true`` and not recorded again - so the warehouse sees each order once.
+It de-duplicates on the two signed fields: an order whose idempotency key *or* CloudEvent id
+was accepted before is answered ``200`` with ``X-Idempotent-Replay: true`` and not recorded
+again; a new one is recorded and answered ``202`` - so the warehouse sees each order once.
 With ``log_path`` the accepted events are appended as JSON lines and reloaded at start, so
-deduplication survives a restart of the receiver too. ``fail_first`` and ``delay_s`` make it
-misbehave on purpose (503 for the first requests; slow answers) for tests and demos.
+deduplication survives a restart of the receiver too. ``fail_first``, ``delay_s`` and ``hold``
+make it misbehave on purpose (503 for the first requests; slow answers; answers held until an
+event is set) for tests and demos.
 
-Run it: ``python -m pipelines.alerts.receiver --port 8765 [--rules R.toml] [--log F.jsonl]``.
+Run it: ``python -m pipelines.alerts.receiver --port 8765 [--log F.jsonl]``; the secrets come
+from the settings (``pipelines.credentials.WebhookSecrets``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import json
 import threading
 import time
@@ -31,7 +36,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pipelines.alerts.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from pipelines.alerts.signing import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify,
+)
 
 SecretLookup = Callable[[str], str | None]
 
@@ -49,6 +59,7 @@ class ReceiverLog:
     """What the receiver saw; guarded by ``lock``."""
 
     accepted: dict[str, Received] = field(default_factory=dict)
+    event_ids: set[tuple[str, str]] = field(default_factory=set)  # (warehouse, CloudEvent id)
     replays: dict[str, int] = field(default_factory=dict)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     requests: int = 0
@@ -67,18 +78,21 @@ class WarehouseReceiver:
         tolerance_s: float = 300.0,
         fail_first: int = 0,
         delay_s: float = 0.0,
+        hold: threading.Event | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.secrets = secrets
         self.tolerance_s = tolerance_s
         self.fail_first = fail_first
         self.delay_s = delay_s
+        self.hold = hold
         self.log_path = log_path
         self.log = ReceiverLog()
         if log_path is not None and log_path.exists():
             for line in log_path.read_text().splitlines():
-                item = json.loads(line)
-                self.log.accepted[item["key"]] = Received(**item)
+                item = Received(**json.loads(line))
+                self.log.accepted[item.key] = item
+                self.log.event_ids.add((item.warehouse_id, str(item.event.get("id"))))
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -115,11 +129,14 @@ class WarehouseReceiver:
         secret = self.secrets(warehouse_id)
         if secret is None:
             return 404, f"unknown warehouse {warehouse_id!r}"
-        given = headers.get(SIGNATURE_HEADER.lower(), "")
-        if not hmac.compare_digest(given, sign(secret, int(stamp), body)):
-            return 401, f"{SIGNATURE_HEADER} does not match the body"
-        if not headers.get(IDEMPOTENCY_HEADER.lower()):
+        key = headers.get(IDEMPOTENCY_HEADER.lower(), "")
+        if not key:
             return 400, f"{IDEMPOTENCY_HEADER} is missing"
+        given = headers.get(SIGNATURE_HEADER.lower(), "")
+        if not verify(secret, int(stamp), key, body, given):
+            return 401, (
+                f"{SIGNATURE_HEADER} does not match the timestamp, {IDEMPOTENCY_HEADER} and body"
+            )
         try:
             event = json.loads(body)
         except ValueError:
@@ -129,13 +146,16 @@ class WarehouseReceiver:
         return 0, ""
 
     def accept(self, warehouse_id: str, key: str, body: bytes) -> bool:
-        """Record ``key`` once; False when it was already accepted."""
+        """Record the order once; False when its key or its event id was accepted before."""
+        event = json.loads(body)
+        event_id = (warehouse_id, str(event["id"]))
         with self.log.lock:
-            if key in self.log.accepted:
+            if key in self.log.accepted or event_id in self.log.event_ids:
                 self.log.replays[key] = self.log.replays.get(key, 0) + 1
                 return False
-            item = Received(key, warehouse_id, json.loads(body), time.time())
+            item = Received(key, warehouse_id, event, time.time())
             self.log.accepted[key] = item
+            self.log.event_ids.add(event_id)
             if self.log_path is not None:
                 with self.log_path.open("a") as out:
                     out.write(json.dumps(item.__dict__) + "\n")
@@ -178,6 +198,8 @@ def _handler(rx: WarehouseReceiver) -> type[BaseHTTPRequestHandler]:
                 return
             key = headers[IDEMPOTENCY_HEADER.lower()]
             fresh = rx.accept(parts[1], key, body)
+            if rx.hold is not None:
+                rx.hold.wait(timeout=30)
             time.sleep(rx.delay_s)
             self._answer(202 if fresh else 200, {"key": key, "new": fresh}, replay=not fresh)
 
@@ -185,15 +207,15 @@ def _handler(rx: WarehouseReceiver) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.alerts.config import load_config
+    from pipelines.credentials import WebhookSecrets
+    from pipelines.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.alerts.receiver")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--rules", type=Path, default=None, help="rules TOML with the secrets")
     parser.add_argument("--log", type=Path, default=None, help="JSON lines of accepted orders")
     args = parser.parse_args(argv)
-    config = load_config(args.rules)
-    rx = WarehouseReceiver(config.secret_for, port=args.port, log_path=args.log)
+    secrets = WebhookSecrets(load_settings())
+    rx = WarehouseReceiver(secrets.lookup, port=args.port, log_path=args.log)
     print(f"warehouse receiver on http://127.0.0.1:{rx.port}/hooks/<warehouse_id>", flush=True)
     try:
         rx._server.serve_forever()

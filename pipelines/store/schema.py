@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.vocabulary import AUDIT_ACTIONS, AUDIT_OBJECT_TYPES, ORDER_STATUSES, sql_list
+
 EVENT_TYPES: tuple[str, ...] = (
     "created",
     "assigned",
@@ -370,6 +372,53 @@ MIGRATIONS: tuple[Migration, ...] = (
                 duration_ms DOUBLE NOT NULL
             )
             """,
+        ),
+    ),
+    Migration(
+        4,
+        "order statuses and audit actions CHECKed against pipelines.vocabulary; dead letters",
+        (
+            # DuckDB cannot add a CHECK to a table, so both tables are rebuilt with theirs.
+            f"""
+            CREATE TABLE restock_orders_v4 (
+                order_id VARCHAR PRIMARY KEY,
+                alert_id VARCHAR NOT NULL,
+                warehouse_id VARCHAR NOT NULL,
+                routed_by VARCHAR,
+                sku VARCHAR NOT NULL,
+                quantity DOUBLE NOT NULL,
+                unit VARCHAR,
+                status VARCHAR NOT NULL CHECK (status IN ({sql_list(ORDER_STATUSES)})),
+                created_at TIMESTAMPTZ NOT NULL,
+                sent_at TIMESTAMPTZ,
+                acknowledged_at TIMESTAMPTZ,
+                fulfilled_at TIMESTAMPTZ,
+                cancelled_at TIMESTAMPTZ,
+                distance_m DOUBLE,
+                member_count INTEGER
+            )
+            """,
+            "INSERT INTO restock_orders_v4 BY NAME SELECT * FROM restock_orders",
+            "DROP TABLE restock_orders",
+            "ALTER TABLE restock_orders_v4 RENAME TO restock_orders",
+            f"""
+            CREATE TABLE audit_log_v4 (
+                logged_at TIMESTAMPTZ NOT NULL,
+                actor VARCHAR NOT NULL,
+                action VARCHAR NOT NULL CHECK (action IN ({sql_list(AUDIT_ACTIONS)})),
+                object_type VARCHAR NOT NULL
+                    CHECK (object_type IN ({sql_list(AUDIT_OBJECT_TYPES)})),
+                object_id VARCHAR NOT NULL,
+                detail VARCHAR
+            )
+            """,
+            # the dashboard used to log bare statuses; they become the state machine's words
+            "INSERT INTO audit_log_v4 SELECT logged_at, actor, CASE action "
+            "WHEN 'acknowledged' THEN 'order_acknowledged' WHEN 'fulfilled' THEN 'order_fulfilled' "
+            "ELSE action END, object_type, object_id, detail FROM audit_log",
+            "DROP TABLE audit_log",
+            "ALTER TABLE audit_log_v4 RENAME TO audit_log",
+            "ALTER TABLE outbox ADD COLUMN dead_at TIMESTAMPTZ",
         ),
     ),
 )

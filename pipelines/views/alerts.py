@@ -6,21 +6,23 @@ only when it has at least one order for that warehouse, and only that warehouse'
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import h3
 import polars as pl
 
+from pipelines.alerts.orders import (
+    ACKNOWLEDGE,
+    FULFIL,
+    OrderNotFoundError,
+    OrderTransitionError,
+    apply_action,
+)
 from pipelines.store.gateway import Store
 
-# action -> (timestamp column, new status, statuses from which the action is refused)
-ORDER_ACTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ack": ("acknowledged_at", "acknowledged", ("acknowledged", "fulfilled", "cancelled")),
-    "fulfil": ("fulfilled_at", "fulfilled", ("fulfilled", "cancelled")),
-}
+# the order actions a dashboard user may take (the state machine decides when)
+DASHBOARD_ACTIONS: tuple[str, ...] = (ACKNOWLEDGE, FULFIL)
 _SCOPE = "(? IS NULL OR o.warehouse_id = ?)"
 
 
@@ -101,44 +103,23 @@ def cell_counts(cells: list[str], members: pl.DataFrame) -> list[int]:
 def set_order_status(
     store: Store, order_id: str, action: str, *, actor: str, warehouse_id: str | None
 ) -> str:
-    """Acknowledge or fulfil one order and write an ``audit_log`` row, atomically.
+    """Apply a dashboard order action through the one order state machine; returns what
+    happened, for the user.
 
-    Returns what happened, for the user. An order outside the caller's scope is reported as
-    not found (nothing is revealed about it) and nothing is written.
+    ``action`` is a ``pipelines.alerts.orders`` action the dashboard offers (acknowledge,
+    fulfil). An order outside the caller's scope is reported as not found (nothing is revealed
+    about it); a move the state machine refuses is reported with its reason, and nothing is
+    written then.
     """
-    if action not in ORDER_ACTIONS:
-        return f"unknown action {action!r}"
-    column, new_status, refused_from = ORDER_ACTIONS[action]
-    now = datetime.now(UTC)
-    with store.transaction() as tx:
-        found = tx.query(
-            f"SELECT o.status, o.warehouse_id FROM restock_orders o "
-            f"WHERE o.order_id = ? AND {_SCOPE}",
-            [order_id, warehouse_id, warehouse_id],
-        )
-        if found.height == 0:
-            return f"order {order_id} not found"
-        status = found["status"][0]
-        if status in refused_from:
-            return f"order {order_id} is already {status}"
-        tx.execute(
-            f"UPDATE restock_orders SET status = ?, {column} = ? WHERE order_id = ?",
-            [new_status, now, order_id],
-        )
-        tx.execute(
-            "INSERT INTO audit_log (logged_at, actor, action, object_type, object_id, "
-            "detail) VALUES (?, ?, ?, 'restock_order', ?, ?)",
-            [
-                now,
-                actor,
-                new_status,
-                order_id,
-                json.dumps(
-                    {"from": status, "to": new_status, "warehouse_id": found["warehouse_id"][0]}
-                ),
-            ],
-        )
-    return f"order {order_id} {new_status} by {actor}"
+    if action not in DASHBOARD_ACTIONS:
+        return f"unknown action {action!r}; expected one of {', '.join(DASHBOARD_ACTIONS)}"
+    try:
+        status = apply_action(store, order_id, action, actor, warehouse_id=warehouse_id)
+    except OrderNotFoundError:
+        return f"order {order_id} not found"
+    except OrderTransitionError as exc:
+        return str(exc)
+    return f"order {order_id} {status} by {actor}"
 
 
 def audit_trail(store: Store, order_id: str) -> pl.DataFrame:

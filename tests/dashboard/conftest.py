@@ -391,7 +391,6 @@ def settings_for(root: Path, **overrides: Any) -> Settings:
         "store_path": root / "fieldtrace.duckdb",
         "users_file": root / "users.toml",
         "basemap_style": "white-bg",
-        "secret_key": "test-secret",
         "refresh_interval_s": 3600,
         "data_dir": root,
     }

@@ -140,7 +140,7 @@ def test_warehouse_scope_holds_for_direct_callback_posts(app) -> None:  # type: 
 
 def test_warehouse_user_cannot_act_on_another_warehouses_order(app, settings) -> None:  # type: ignore[no-untyped-def]
     north = _as(app, "wh-north")
-    trigger = {"type": "order-action", "action": "ack", "order": "O-S1"}
+    trigger = {"type": "order-action", "action": "acknowledge", "order": "O-S1"}
     key = next(k for k in app.callback_map if k.startswith("..alerts-message"))
     body = {
         "output": key,

@@ -217,14 +217,14 @@ def test_warehouse_acknowledges_an_order_and_it_persists(
     assert "Dispatch" not in dash_duo.find_element("#nav").text
     _shot(dash_duo, artifacts, "alerts-warehouse")
 
-    dash_duo.find_element('button[id*=\'"action":"ack"\']').click()
+    dash_duo.find_element('button[id*=\'"action":"acknowledge"\']').click()
     dash_duo.wait_for_contains_text("#alerts-message", "acknowledged by wh-north", timeout=10)
     dash_duo.wait_for_text_to_equal("[data-order='O-N1']", "acknowledged")
     dash_duo.driver.refresh()
     dash_duo.wait_for_text_to_equal("[data-order='O-N1']", "acknowledged", timeout=10)
     store = app.server.config["FIELDTRACE_CONTEXT"].store
     audit = store.query("SELECT actor, action, object_id FROM audit_log")
-    assert audit.rows() == [("wh-north", "acknowledged", "O-N1")]
+    assert audit.rows() == [("wh-north", "order_acknowledged", "O-N1")]
 
     # Editing the URL to another warehouse's alert shows nothing of it.
     dash_duo.driver.get(f"{dash_duo.server.url}/alerts?alert=A-2")

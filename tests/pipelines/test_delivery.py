@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,22 +24,28 @@ import typer
 from typer.testing import CliRunner
 
 from cli.alerts import alerts_app
+from pipelines.alerts.config import AlertConfig
 from pipelines.alerts.delivery import (
     EVENT_TYPE,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    DeliveryReport,
     deliver_due,
     pending,
     sign,
 )
 from pipelines.alerts.receiver import WarehouseReceiver
 from pipelines.alerts.runner import cancel_order, run_alerts
+from pipelines.credentials import WebhookSecrets, webhook_env_name
 from pipelines.store.gateway import Store
 from tests.pipelines.test_alerts import CENTRE, CONFIG, T0, add_tickets, add_warehouses, box
 from tests.pipelines.test_alerts import make_ticket as ticket
 
 ROOT = Path(__file__).resolve().parents[2]
+# secrets made per test run (none ships with the code); the receiver and deliverer share them
+SECRETS = {w: secrets.token_urlsafe(24) for w in ("WH-NORTH", "WH-SOUTH", "WH-EAST")}
+LOOKUP = WebhookSecrets(mapping=SECRETS, environ={}).lookup
 # three clusters: two north of 30.3 N (WH-NORTH), one south (WH-SOUTH)
 SPOTS = [
     (CENTRE[0] + 0.25, CENTRE[1]),
@@ -78,7 +87,7 @@ def build_orders(
 
 @pytest.fixture
 def receiver() -> Iterator[WarehouseReceiver]:
-    with WarehouseReceiver(CONFIG.secret_for) as rx:
+    with WarehouseReceiver(LOOKUP) as rx:
         yield rx
 
 
@@ -90,19 +99,19 @@ def test_receiver_down_then_up_gets_every_order_exactly_once(tmp_path: Path) -> 
     clock = datetime.now(UTC)  # the orders were queued at the wall clock
     rng = random.Random(7)
     with Store(tmp_path / "ft.duckdb") as store:
-        first = deliver_due(store, CONFIG, now=clock, rng=rng)
+        first = deliver_due(store, CONFIG, LOOKUP, now=clock, rng=rng)
         assert (first.attempted, first.failed) == (3, 3)
         box_ = store.query("SELECT attempts, next_attempt_at, last_error FROM outbox")
         assert box_["attempts"].to_list() == [1, 1, 1]
         assert all("ConnectError" in e for e in box_["last_error"])
         waits = [(t - clock).total_seconds() for t in box_["next_attempt_at"]]
         assert all(2.5 <= w <= 5.0 for w in waits)  # base 5 s, equal jitter
-        assert deliver_due(store, CONFIG, now=clock, rng=rng).attempted == 0  # not due yet
+        assert deliver_due(store, CONFIG, LOOKUP, now=clock, rng=rng).attempted == 0  # not due yet
 
-        with WarehouseReceiver(CONFIG.secret_for, port=port, fail_first=3) as rx:
+        with WarehouseReceiver(LOOKUP, port=port, fail_first=3) as rx:
             for _ in range(5):
                 clock += timedelta(hours=1)
-                deliver_due(store, CONFIG, now=clock, rng=rng)
+                deliver_due(store, CONFIG, LOOKUP, now=clock, rng=rng)
                 if pending(store)[0] == 0:
                     break
             assert sorted(rx.log.accepted) == orders
@@ -128,7 +137,8 @@ def _deliverer(store_path: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "pipelines.alerts.delivery", "--store", str(store_path),
          "--until-empty", "--max-wait-s", "0.2"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT),
+             **{webhook_env_name(w): secret for w, secret in SECRETS.items()}},
         stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -178,13 +188,13 @@ def _good_headers(secret: str, body: bytes, stamp: int | None = None) -> dict[st
     stamp = int(time.time()) if stamp is None else stamp
     return {
         TIMESTAMP_HEADER: str(stamp),
-        SIGNATURE_HEADER: sign(secret, stamp, body),
+        SIGNATURE_HEADER: sign(secret, stamp, "RO-test-01", body),
         IDEMPOTENCY_HEADER: "RO-test-01",
     }
 
 
 BODY = json.dumps({"specversion": "1.0", "id": "RO-test-01", "type": EVENT_TYPE}).encode()
-SECRET = CONFIG.secret_for("WH-NORTH")
+SECRET = SECRETS["WH-NORTH"]
 # (what is wrong, headers, body, expected status, fragment of the reason)
 BAD_REQUESTS = [
     ("wrong secret", _good_headers("not-the-secret", BODY), BODY, 401, "does not match"),
@@ -227,7 +237,7 @@ def test_a_cancelled_order_is_never_delivered(tmp_path: Path, receiver: Warehous
     orders = build_orders(tmp_path / "ft.duckdb", receiver.url, SPOTS[:2])
     with Store(tmp_path / "ft.duckdb") as store:
         cancel_order(store, orders[0], "dispatcher", reason="duplicate of a manual order")
-        report = deliver_due(store, CONFIG)
+        report = deliver_due(store, CONFIG, LOOKUP)
         assert report.delivered == 1
         assert pending(store) == (0, None)
     assert list(receiver.log.accepted) == [orders[1]]
@@ -243,6 +253,9 @@ def test_cli_run_delivers_and_prints_lead_time_then_exports(
         add_tickets(store, [ticket(f"a{i}", i * 2.0) for i in range(22)])
         add_tickets(store, [ticket(f"b{i}", i * 2.0, lat=29.0) for i in range(22)])
     monkeypatch.setenv("FIELDTRACE_STORE_PATH", str(path))
+    monkeypatch.setenv("FIELDTRACE_DATA_DIR", str(tmp_path))
+    for warehouse, secret in SECRETS.items():
+        monkeypatch.setenv(webhook_env_name(warehouse), secret)
     app = typer.Typer()
     app.add_typer(alerts_app, name="alerts")
     runner = CliRunner()
@@ -270,3 +283,160 @@ def test_cli_run_delivers_and_prints_lead_time_then_exports(
     with Store(path) as store:
         status = store.query("SELECT warehouse_id, status FROM restock_orders ORDER BY 1")
     assert status.rows() == [("WH-CSV", "sent"), ("WH-NORTH", "sent")]
+
+
+# --------------------------------------------------------------------------- giving up, timeouts,
+# independent warehouses (issue 10: delivery never gave up and wedged)
+
+
+def _policy(**changes: object) -> AlertConfig:
+    return dataclasses.replace(CONFIG, delivery=dataclasses.replace(CONFIG.delivery, **changes))
+
+
+def _order_status(path: Path) -> list[tuple[str, str]]:
+    with Store(path, read_only=True) as store:
+        return store.query("SELECT order_id, status FROM restock_orders ORDER BY 1").rows()
+
+
+def test_attempt_limit_dead_letters_then_redrive_delivers(tmp_path: Path) -> None:
+    path = tmp_path / "ft.duckdb"
+    with WarehouseReceiver(LOOKUP, fail_first=25) as rx:  # 25 answers of 503 in a row
+        (order,) = build_orders(path, rx.url, SPOTS[:1])
+        clock = datetime.now(UTC)
+        with Store(path) as store:
+            reports = []
+            for _ in range(CONFIG.delivery.max_attempts + 2):
+                clock += timedelta(days=1)  # always past the (capped) backoff
+                reports.append(deliver_due(store, CONFIG, LOOKUP, now=clock))
+            assert rx.log.requests == CONFIG.delivery.max_attempts == 12  # then it stopped
+            assert sum(r.dead_lettered for r in reports) == 1
+            assert pending(store) == (0, None)
+            box_ = store.query(
+                "SELECT attempts, dead_at IS NOT NULL AS dead, last_error FROM outbox"
+            )
+            assert box_.row(0) == (12, True, 'HTTP 503: {"error": "warehouse system is down"}')
+            actions = store.query(
+                "SELECT action FROM audit_log WHERE object_id = ? ORDER BY logged_at", (order,)
+            )["action"].to_list()
+            assert actions == ["order_created", "order_dead_lettered"]
+        assert _order_status(path) == [(order, "undeliverable")]
+
+        runner = CliRunner()
+        app = typer.Typer()
+        app.add_typer(alerts_app, name="alerts")
+        env = {"FIELDTRACE_STORE_PATH": str(path), "FIELDTRACE_DATA_DIR": str(tmp_path)}
+        listed = runner.invoke(app, ["alerts", "dead-letters", "--json"], env=env)
+        assert [r["order_id"] for r in json.loads(listed.output)] == [order]
+        nothing = runner.invoke(app, ["alerts", "redrive", "RO-nope"], env=env)
+        assert nothing.exit_code == 2
+        assert "no dead-lettered delivery for order(s) RO-nope" in nothing.output
+        redriven = runner.invoke(app, ["alerts", "redrive", "--actor", "ops"], env=env)
+        assert redriven.exit_code == 0, redriven.output
+        assert f"re-driven 1 order(s): {order}" in redriven.output
+        assert _order_status(path) == [(order, "open")]
+
+        rx.fail_first = 0  # the warehouse is back
+        with Store(path) as store:
+            again = deliver_due(store, CONFIG, LOOKUP)
+            assert (again.attempted, again.delivered) == (1, 1)
+            actions = store.query(
+                "SELECT actor, action FROM audit_log WHERE object_id = ? ORDER BY logged_at",
+                (order,),
+            ).rows()
+        # (the test's clock ran days ahead, so compare without the order of logged_at)
+        assert sorted(actions) == [
+            ("alerts-runner", "order_created"),
+            ("deliverer", "order_dead_lettered"),
+            ("deliverer", "order_sent"),
+            ("ops", "order_redriven"),
+        ]
+        assert _order_status(path) == [(order, "sent")]
+        assert list(rx.log.accepted) == [order]
+
+
+def test_resend_after_a_timeout_is_safe_and_ends_at_the_first_2xx(tmp_path: Path) -> None:
+    # the receiver always answers after 1 s, far past the first timeout of 0.1 s; it records
+    # the order on the first request, so each resend is a replay it answers 200. The wait
+    # doubles per attempt (0.1, 0.2, 0.4, 0.8, 1.6 s), so a 2xx is heard at the latest on the
+    # 5th attempt (a loaded machine may hear it earlier, never later), and that ends it.
+    config = _policy(timeout_s=0.1, max_timeout_s=1.6)
+    path = tmp_path / "ft.duckdb"
+    with WarehouseReceiver(LOOKUP, delay_s=1.0) as rx:
+        (order,) = build_orders(path, rx.url, SPOTS[:1])
+        clock = datetime.now(UTC)
+        with Store(path) as store:
+            reports = []
+            for _ in range(8):
+                clock += timedelta(days=1)
+                reports.append(deliver_due(store, config, LOOKUP, now=clock))
+            attempts = store.query(
+                "SELECT status_code, error FROM delivery_attempts ORDER BY attempt"
+            ).rows()
+    codes = [code for code, _ in attempts]
+    assert 2 <= len(codes) <= 5
+    assert codes[-1] == 200  # the replay answer: the warehouse already had the order
+    assert all(code is None and "ReadTimeout" in str(e) for code, e in attempts[:-1])
+    assert [r.attempted for r in reports] == [1] * len(codes) + [0] * (8 - len(codes))
+    assert reports[len(codes) - 1].replayed == 1
+    assert rx.log.requests == len(codes)
+    assert list(rx.log.accepted) == [order]  # the warehouse has it once
+    assert rx.log.replays == {order: len(codes) - 1}
+    assert _order_status(path) == [(order, "sent")]
+
+
+def test_a_slow_warehouse_delays_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "ft.duckdb"
+    orders = build_orders(path, lambda w: f"http://127.0.0.1:9/hooks/{w}", SPOTS)
+    hold = threading.Event()
+    with (
+        WarehouseReceiver(LOOKUP, hold=hold) as slow,
+        WarehouseReceiver(LOOKUP) as fast,
+        Store(path) as store,
+    ):
+        first = store.query("SELECT warehouse_id FROM outbox ORDER BY next_attempt_at, message_id")
+        slow_wh = first["warehouse_id"][0]  # the one a sequential pass would wait on first
+        for warehouse in ("WH-NORTH", "WH-SOUTH"):
+            url = (slow if warehouse == slow_wh else fast).url(warehouse)
+            store.execute(
+                "UPDATE warehouses SET webhook_url = ? WHERE warehouse_id = ?", (url, warehouse)
+            )
+        fast_orders = store.query(
+            "SELECT order_id FROM outbox WHERE warehouse_id <> ? ORDER BY 1", (slow_wh,)
+        )["order_id"].to_list()
+        result: list[DeliveryReport] = []
+        worker = threading.Thread(
+            target=lambda: result.append(deliver_due(store, CONFIG, LOOKUP)), daemon=True
+        )
+        worker.start()
+        deadline = time.monotonic() + 20
+        while len(fast.log.accepted) < len(fast_orders) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # the slow warehouse still holds its first request, yet the others have theirs
+        assert not hold.is_set()
+        assert sorted(fast.log.accepted) == fast_orders
+        assert slow.log.requests == 1
+        hold.set()
+        worker.join(timeout=30)
+    assert result[0].delivered == len(orders)
+    assert sorted(slow.log.accepted) == sorted(set(orders) - set(fast_orders))
+
+
+def test_a_warehouse_without_a_secret_is_refused_while_the_others_proceed(
+    tmp_path: Path, receiver: WarehouseReceiver
+) -> None:
+    path = tmp_path / "ft.duckdb"
+    orders = build_orders(path, receiver.url, SPOTS)
+    only_north = WebhookSecrets(mapping={"WH-NORTH": SECRETS["WH-NORTH"]}, environ={}).lookup
+    with Store(path) as store:
+        report = deliver_due(store, CONFIG, only_north)
+        south = store.query(
+            "SELECT o.order_id, o.last_error, r.status FROM outbox o JOIN restock_orders r "
+            "USING (order_id) WHERE o.warehouse_id = 'WH-SOUTH'"
+        ).row(0, named=True)
+    assert (report.attempted, report.delivered, report.refused) == (3, 2, 1)
+    assert len(receiver.log.accepted) == 2
+    assert south["status"] == "open"
+    assert south["last_error"].startswith(
+        "warehouse 'WH-SOUTH' has no webhook secret: set FIELDTRACE_WEBHOOK_SECRET_WH_SOUTH"
+    )
+    assert south["order_id"] in orders

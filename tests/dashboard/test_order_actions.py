@@ -1,0 +1,89 @@
+"""The alerts page's order buttons go through the one order state machine (issue 10)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+import pytest
+
+from dashboard import create_app
+from dashboard.pages.alerts import orders_table
+from tests.dashboard.conftest import PASSWORDS
+from tests.dashboard.helpers import login
+
+
+@pytest.fixture
+def app(settings):  # type: ignore[no-untyped-def]
+    return create_app(settings)
+
+
+def _click(app: Any, user: str, action: str, order: str) -> str:
+    client = app.server.test_client()
+    assert login(client, user, PASSWORDS[user]).status_code == 302
+    trigger = {"type": "order-action", "action": action, "order": order}
+    key = next(k for k in app.callback_map if k.startswith("..alerts-message"))
+    body = {
+        "output": key,
+        "outputs": [
+            {"id": "alerts-message", "property": "children"},
+            {"id": "alerts-version", "property": "data"},
+        ],
+        "inputs": [[{"id": trigger, "property": "n_clicks", "value": 1}]],
+        "state": [{"id": "alerts-version", "property": "data", "value": 0}],
+        "changedPropIds": [
+            json.dumps(trigger, separators=(",", ":"), sort_keys=True) + ".n_clicks"
+        ],
+    }
+    response = client.post("/_dash-update-component", json=body)
+    assert response.status_code == 200
+    return str(response.get_json()["response"]["alerts-message"]["children"])
+
+
+def _audit(app: Any) -> list[tuple[str, str, str]]:
+    store = app.server.config["FIELDTRACE_CONTEXT"].store
+    return store.query("SELECT actor, action, object_id FROM audit_log ORDER BY logged_at").rows()
+
+
+def test_a_sent_order_cannot_be_fulfilled_before_it_is_acknowledged(app) -> None:  # type: ignore[no-untyped-def]
+    said = _click(app, "wh-north", "fulfil", "O-N1")
+    assert "is 'sent'; cannot move to 'fulfilled' (allowed from: acknowledged)" in said
+    assert _audit(app) == []
+    assert _click(app, "wh-north", "acknowledge", "O-N1") == "order O-N1 acknowledged by wh-north"
+    assert _click(app, "wh-north", "fulfil", "O-N1") == "order O-N1 fulfilled by wh-north"
+    assert _audit(app) == [
+        ("wh-north", "order_acknowledged", "O-N1"),
+        ("wh-north", "order_fulfilled", "O-N1"),
+    ]
+
+
+def test_an_unsent_order_cannot_be_acknowledged_from_the_dashboard(app) -> None:  # type: ignore[no-untyped-def]
+    store = app.server.config["FIELDTRACE_CONTEXT"].store
+    store.execute("UPDATE restock_orders SET status = 'open' WHERE order_id = 'O-N1'")
+    said = _click(app, "dispatch", "acknowledge", "O-N1")
+    assert "is 'open'; cannot move to 'acknowledged' (allowed from: sent)" in said
+    assert _audit(app) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "enabled"),
+    [
+        ("open", []),
+        ("sent", ["acknowledge"]),
+        ("acknowledged", ["fulfil"]),
+        ("fulfilled", []),
+        ("undeliverable", []),
+        ("cancelled", []),
+    ],
+)
+def test_buttons_are_enabled_only_for_moves_the_machine_allows(
+    status: str, enabled: list[str]
+) -> None:
+    frame = pl.DataFrame(
+        [{"order_id": "O", "warehouse_id": "W", "sku": "S", "quantity": 1.0, "unit": "kg",
+          "status": status, "acknowledged_at": None, "fulfilled_at": None}]
+    )  # fmt: skip
+    table = orders_table(frame, can_act=True)
+    buttons = table.children[1].children[0].children[-1].children
+    assert [b.id["action"] for b in buttons if not b.disabled] == enabled
