@@ -144,7 +144,8 @@ def reliability(
 def pool_bins(raw: pl.DataFrame, *, bins: int, min_per_bin: int) -> pl.DataFrame:
     """Pool sparse probability bins: ``raw`` has ``bin, n, p_sum, hits`` for bins
     ``0..bins-1``; adjacent bins are merged, from each end toward the middle (0.5), until
-    each pooled bin holds at least ``min_per_bin`` rows (a middle remainder stays as it is).
+    each pooled bin holds at least ``min_per_bin`` rows; a short remainder next to the middle
+    joins its neighbour on that side (or stands alone when the side has nothing else).
     Returns ``p_lo, p_hi, n, predicted, observed`` in probability order."""
     schema = {"p_lo": pl.Float64, "p_hi": pl.Float64, "n": pl.Int64}
     schema |= {"predicted": pl.Float64, "observed": pl.Float64}

@@ -249,6 +249,8 @@ def test_analytics_and_status_pages_render_pictures(dash_duo, settings, artifact
     assert _points(dash_duo, "analytics-technicians", "technicians") == 2
     assert _points(dash_duo, "analytics-verdicts", "verdicts") == 1
     assert _points(dash_duo, "analytics-lag", "lag") == 1
+    # the reliability panel: the test store's only check is an unlabelled arrival-v1 verdict
+    dash_duo.wait_for_contains_text("#analytics-reliability", "no labelled arrivals", timeout=10)
     _shot(dash_duo, artifacts, "analytics")
     dash_duo.find_element("#nav-alerts").click()
     dash_duo.wait_for_element("#orders-table", timeout=10)

@@ -74,9 +74,11 @@ def test_probabilities_fall_with_distance_and_within_never_exceeds_on_site() -> 
     p_in, p_site = position_probabilities(
         d, np.full_like(d, 3.4), radius_m=5.0, site_radius_m=25.0, model=MODEL
     )
-    assert np.all(np.diff(p_in) <= 1e-9) and np.all(np.diff(p_site) <= 1e-9)
+    assert np.all(np.diff(p_in) <= 1e-9)
+    assert np.all(np.diff(p_site) <= 1e-9)
     assert np.all(p_in <= p_site + 1e-12)
-    assert p_site[0] > 0.999 and p_site[-1] < 1e-6
+    assert p_site[0] > 0.999
+    assert p_site[-1] < 1e-6
 
 
 def test_mixture_weights_average_the_components() -> None:
