@@ -27,9 +27,9 @@ Every verdict carries ``p_within_radius`` and ``p_on_site`` under the stated err
 4. **Stop**: the latest stop starting before ``ts + max_fix_gap`` that has not ended before
    ``ts - max_fix_gap``, with ``>= stop_min_fixes`` fixes: AT_DOOR if
    ``d + stop_se_k·se <= radius``.
-5. With a stop or an acceptable fix: REJECTED when ``P(on site) <= reject_max_p`` (resting on a
-   fix, also every usable fix within ±reject_window must say ``d - reject_margin_k·accuracy >
-   site_radius_m``), ON_SITE when ``P(on site) >= on_site_min_p``.
+5. With a stop or an acceptable fix: REJECTED when ``P(on site) <= reject_max_p`` and, if there
+   is an acceptable fix, every usable fix within ±reject_window says ``d -
+   reject_margin_k·accuracy > site_radius_m``; ON_SITE when ``P(on site) >= on_site_min_p``.
 6. Otherwise INCONCLUSIVE: ``gps_blind_no_uwb`` (no acceptable fix or stop and the arrival is
    at a UWB site), ``no_fix_within_window``, ``poor_accuracy`` or ``straddles_radius``.
 
@@ -481,6 +481,7 @@ def _stop_columns(
         live &= end[row] >= t - gap
     cols = {
         "start_ts": "start_ts",
+        "_stop_end_ts": "end_ts",
         "stop_n_fixes": "n_fixes",
         "stop_centroid_lat": "centroid_lat",
         "stop_centroid_lon": "centroid_lon",
@@ -601,7 +602,10 @@ def _probabilities(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     """``p_within_radius``, ``p_on_site`` and the evidence they rest on (``model_evidence``:
     uwb, stop, gps_fix or prior), under ``th.model`` (see ``geofence.arrival_model``).
 
-    Evidence, first present: a UWB position, the stop centroid, the decisive fix."""
+    Evidence, first present: a UWB position; the stop centroid if the stop lasts until the
+    arrival; the decisive fix if its accuracy is acceptable; the stop (one that ended before
+    the arrival); the decisive fix of poor accuracy. A stop that ended before the tap is where
+    the technician was, not where they are, when a usable fix says otherwise."""
 
     def arr(name: str) -> FloatArray:
         return a[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -614,11 +618,16 @@ def _probabilities(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     has_uwb = ~np.isnan(uwb_d) & ~np.isnan(uwb_s)
     has_stop = ~np.isnan(stop_d) & ~np.isnan(stop_s)
     has_fix = ~np.isnan(fix_d) & ~np.isnan(fix_acc)
+    fix_ok = has_fix & a["fix_ok"].fill_null(False).to_numpy()
+    ts_us = a["ts"].dt.epoch("us").to_numpy()
+    stop_end_us = a["_stop_end_ts"].dt.epoch("us").fill_null(np.iinfo(np.int64).max).to_numpy()
+    by_stop = has_stop & ((stop_end_us >= ts_us) | ~fix_ok)
+    by_fix = has_fix & ~by_stop
+    kind = np.select([has_uwb, by_stop, by_fix], ["uwb", "stop", "gps_fix"], "prior")
+    d = np.select([has_uwb, by_stop, by_fix], [uwb_d, stop_d, fix_d], np.nan)
+    single = np.select([has_uwb, by_stop], [uwb_s, stop_s], np.nan)[:, None]
     fix_s = fix_acc[:, None] * factors[None, :] / R68_PER_SIGMA
-    kind = np.select([has_uwb, has_stop, has_fix], ["uwb", "stop", "gps_fix"], "prior")
-    d = np.select([has_uwb, has_stop, has_fix], [uwb_d, stop_d, fix_d], np.nan)
-    single = np.select([has_uwb, has_stop], [uwb_s, stop_s], np.nan)[:, None]
-    sigma = np.where(has_uwb[:, None] | has_stop[:, None], single, fix_s)
+    sigma = np.where(has_uwb[:, None] | by_stop[:, None], single, fix_s)
     p_in, p_site = position_probabilities(
         d,
         sigma,
@@ -651,8 +660,10 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     # fixes only when every usable fix within ±reject_window is also confidently off site (a
     # window shorter than max_fix_gap: a technician driving on after a false tap must not be
     # excused by where they were two minutes later).
+    # The same guard holds when the probabilities rest on a stop: an acceptable fix near the
+    # customer within ±reject_window vetoes a rejection.
     fixes_off_site = (pl.col("_w_min_lower_m") > th.site_radius_m).fill_null(False)
-    reject = elsewhere & ((by_stop & has_stop) | (~by_stop & fix_ok & fixes_off_site))
+    reject = elsewhere & pl.when(fix_ok).then(fixes_off_site).otherwise(by_stop & has_stop)
     evidence = fix_ok | has_stop
     decided = pl.col("model_evidence")
     spoof: pl.Expr = pl.lit(None, pl.String)

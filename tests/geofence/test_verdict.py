@@ -125,6 +125,22 @@ CASES = {
         0.1342,
         1.0,
     ),
+    "stop_ended_before_the_tap_yields_to_the_fix": (
+        Case([(4.0, 0.0)] * 3, accuracy_m=15.0, stops=[{"east_m": 100.0, "end_s": 0.0}]),
+        "ON_SITE",
+        None,
+        "gps_fix",
+        0.9952,
+        1.0,
+    ),
+    "far_stop_vetoed_by_a_fix_at_the_door": (
+        Case([(4.0, 0.0)] * 3, accuracy_m=15.0, stops=[{"east_m": 100.0}]),
+        "INCONCLUSIVE",
+        "straddles_radius",
+        None,
+        0.0,
+        0.0,
+    ),
     "stop_far_without_good_fix": (
         Case([(45.0, 0.0)] * 3, accuracy_m=40.0, stops=[{"east_m": 50.0, "se_m": 1.0}]),
         "REJECTED",
