@@ -42,7 +42,8 @@ from geofence.errors import ThresholdError
 
 FloatArray = npt.NDArray[np.float64]
 R68_PER_SIGMA: Final = math.sqrt(-2.0 * math.log(0.32))  # 68 % radius of a 2D Gaussian, in σ
-_HERMITE_NODES: Final = 15
+_HERMITE_NODES: Final = 9
+_CERTAIN_SIGMAS: Final = 9.0
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,17 @@ def hermite_misjudgement(model: ErrorModel) -> tuple[FloatArray, FloatArray]:
     return factors.astype(np.float64), (weights / weights.sum()).astype(np.float64)
 
 
-def _disc_cdf(
-    radius_m: float | FloatArray, centre_m: FloatArray, sigma_m: FloatArray
-) -> FloatArray:
-    """``P(|N(centre, σ²·I)| <= radius)`` in 2D (noncentral chi-square, 2 dof)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = chndtr((radius_m / sigma_m) ** 2, 2.0, (centre_m / sigma_m) ** 2)
+def _disc_cdf(radius_m: float, centre_m: FloatArray, sigma_m: FloatArray) -> FloatArray:
+    """``P(|N(centre, σ²·I)| <= radius)`` in 2D (noncentral chi-square, 2 dof).
+
+    Exactly 1 or 0 where the disc lies ``_CERTAIN_SIGMAS`` σ inside or outside the radius
+    (below 1e-18 from the exact value); the noncentral chi-square CDF runs on the rest only.
+    """
+    out = np.where(centre_m - _CERTAIN_SIGMAS * sigma_m >= radius_m, 0.0, 1.0)
+    doubt = np.abs(centre_m - radius_m) < _CERTAIN_SIGMAS * sigma_m
+    if doubt.any():
+        s, c = sigma_m[doubt], centre_m[doubt]
+        out[doubt] = chndtr((radius_m / s) ** 2, 2.0, (c / s) ** 2)
     return np.asarray(out, dtype=np.float64)
 
 
@@ -151,18 +157,25 @@ def position_probabilities(
     like_door = np.exp(-(d * d) / (2.0 * t2)) / (2.0 * np.pi * t2)
     post_sd = np.sqrt(door2 * s * s / t2)
     post_mu = d * door2 / t2
-    # uniform discs: ∫_disc N(e - x) dx / area = P(|N(e, τ²)| <= R) / (πR²)
+    # uniform discs: ∫_disc N(e - x) dx / area = P(|N(e, τ²)| <= R) / (πR²); the disc CDFs
+    # at radius_m and site_radius_m serve both discs (each is at most the disc's radius)
     site_area, away_area = np.pi * site_r**2, np.pi * away_r**2
-    like_site = _disc_cdf(site_r, d, s) / site_area
-    like_away = _disc_cdf(away_r, d, s) / away_area
+    flat_d, flat_s = np.broadcast_to(d, s.shape).ravel(), s.ravel()
+
+    def cdf(r: float) -> FloatArray:
+        return _disc_cdf(r, flat_d, flat_s).reshape(s.shape)
+
+    cdf_r = {r: cdf(r) for r in {*radii, away_r}}
     pa, ps, pw = model.prior_at_door, model.prior_on_site, model.prior_away
-    total = (w * (pa * like_door + ps * like_site + pw * like_away)).sum(axis=1)
+    like = pa * like_door + ps * cdf_r[site_r] / site_area + pw * cdf_r[away_r] / away_area
+    total = (w * like).sum(axis=1)
     probs = []
     for r in radii:
+        door_in = _disc_cdf(r, post_mu.ravel(), post_sd.ravel()).reshape(s.shape)
         mass = (
-            pa * like_door * _disc_cdf(r, post_mu, post_sd)
-            + ps * _disc_cdf(min(r, site_r), d, s) / site_area
-            + pw * _disc_cdf(min(r, away_r), d, s) / away_area
+            pa * like_door * door_in
+            + ps * cdf_r[min(r, site_r)] / site_area
+            + pw * cdf_r[min(r, away_r)] / away_area
         )
         inside = (w * mass).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):

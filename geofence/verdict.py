@@ -625,17 +625,22 @@ def _probabilities(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     by_fix = has_fix & ~by_stop
     kind = np.select([has_uwb, by_stop, by_fix], ["uwb", "stop", "gps_fix"], "prior")
     d = np.select([has_uwb, by_stop, by_fix], [uwb_d, stop_d, fix_d], np.nan)
-    single = np.select([has_uwb, by_stop], [uwb_s, stop_s], np.nan)[:, None]
-    fix_s = fix_acc[:, None] * factors[None, :] / R68_PER_SIGMA
-    sigma = np.where(has_uwb[:, None] | by_stop[:, None], single, fix_s)
-    p_in, p_site = position_probabilities(
-        d,
-        sigma,
-        radius_m=th.radius_m,
-        site_radius_m=th.site_radius_m,
-        model=th.model,
-        weights=weights,
-    )
+    single = np.select([has_uwb, by_stop], [uwb_s, stop_s], np.nan)
+    # one σ per row, except a fix's: a mixture over how much its accuracy was misjudged
+    fixed = by_fix & ~has_uwb
+    p_in, p_site = np.empty(len(d)), np.empty(len(d))
+    for rows, sigma, w in (
+        (~fixed, single[~fixed], None),
+        (fixed, fix_acc[fixed, None] * factors[None, :] / R68_PER_SIGMA, weights),
+    ):
+        p_in[rows], p_site[rows] = position_probabilities(
+            d[rows],
+            sigma,
+            radius_m=th.radius_m,
+            site_radius_m=th.site_radius_m,
+            model=th.model,
+            weights=w,
+        )
     return a.with_columns(
         pl.Series("model_evidence", kind, dtype=pl.String),
         pl.Series("p_within_radius", np.round(p_in, 6), dtype=pl.Float64),
