@@ -112,8 +112,14 @@ def demo_alerts(s: Settings, *, step_h: float = 2.0) -> None:
 def demo_arrivals(s: Settings) -> None:
     """Verify every demo arrival (idempotent: verdicts are replaced, not added)."""
     from cli.arrivals import verify_cmd
+    from pipelines.arrivals.runner import label_from_manifest
 
     verify_cmd(since=None)
+    manifest = s.data_dir / "demo" / "manifest.json"
+    if manifest.is_file():  # the generator's truth labels the reliability plot's outcomes
+        with open_store(s) as store:
+            n = label_from_manifest(store, manifest)
+        console.print(f"labelled {n:,} arrivals with the generator's truth")
 
 
 # Analysis steps `fieldtrace demo` runs after ingest, in order (arrivals, then alerts).

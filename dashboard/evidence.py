@@ -28,7 +28,8 @@ th, td { border: 1px solid #dee2e6; padding: 3px 6px; text-align: left; }
 th { background: #f1f3f5; }
 .verdict { display: inline-block; padding: 3px 10px; border-radius: 12px; color: white;
            font-weight: 700; }
-.VERIFIED { background: #2b8a3e; } .REJECTED { background: #e03131; }
+.AT_DOOR { background: #2b8a3e; } .ON_SITE { background: #74b816; }
+.REJECTED { background: #e03131; }
 .INCONCLUSIVE { background: #f08c00; }
 """
 

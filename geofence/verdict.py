@@ -1,11 +1,20 @@
-"""Arrival verdicts: was the technician within ``radius_m`` of the customer at "arrived"?
+"""Arrival verdicts: where was the technician when they tapped "arrived"? (rule ``arrival-v2``)
 
-One vectorized pass over all arrivals (no loop over rows). Evidence, in order of trust:
+One vectorized pass over all arrivals (no loop over rows). Tiers (``TIERS``):
+
+* ``AT_DOOR``: within ``radius_m`` (5 m) proven by the rule below (``VERIFIED`` in v1);
+* ``ON_SITE``: ``P(on site) >= on_site_min_p`` (within ``site_radius_m``), 5 m not provable;
+* ``INCONCLUSIVE``: the evidence cannot place them (a reason says why);
+* ``REJECTED``: ``P(on site) <= reject_max_p``, confidently elsewhere.
+
+Every verdict carries ``p_within_radius`` and ``p_on_site`` under the stated error model
+(``geofence.arrival_model``, parameters in ``thresholds.model``) and the evidence they rest on
+(``model_evidence``: uwb, stop, gps_fix or prior). Evidence, in order of trust:
 
 1. **UWB** (indoors): the nearest UWB position of the technician at the arrival's ``site_id``
-   within ``±max_fix_gap`` with ``error_m <= uwb_max_error_m`` decides alone:
-   VERIFIED if ``d + accuracy_k·error <= radius``, REJECTED if ``d - reject_margin_k·error >
-   radius``, else INCONCLUSIVE ``straddles_radius``.
+   within ``±max_fix_gap`` with ``error_m <= uwb_max_error_m`` decides alone: AT_DOOR if
+   ``d + accuracy_k·error <= radius``, else REJECTED / ON_SITE / INCONCLUSIVE
+   ``straddles_radius`` by its probabilities.
 2. **Spoofing**: a flagged fix of the technician within ``±max_fix_gap`` (the fixes the GPS
    evidence rests on) makes the verdict INCONCLUSIVE with the rule's name:
    ``mock_location``, ``future_fix`` (fix ``ts`` after ``now`` or after its own
@@ -14,15 +23,17 @@ One vectorized pass over all arrivals (no loop over rows). Evidence, in order of
    coordinates).
 3. **GPS fix**: the decisive fix is the nearest in time of the technician's last fix at or
    before the arrival and first fix after it, both within ``max_fix_gap``, preferring one with
-   ``accuracy_m <= max_accuracy_m``. VERIFIED if ``d + accuracy_k·accuracy <= radius``.
+   ``accuracy_m <= max_accuracy_m``. AT_DOOR if ``d + accuracy_k·accuracy <= radius``.
 4. **Stop**: the latest stop starting before ``ts + max_fix_gap`` that has not ended before
-   ``ts - max_fix_gap``, with ``>= stop_min_fixes`` fixes: VERIFIED if
+   ``ts - max_fix_gap``, with ``>= stop_min_fixes`` fixes: AT_DOOR if
    ``d + stop_se_k·se <= radius``.
-5. REJECTED when the fix (acceptable accuracy) says ``d - reject_margin_k·accuracy > radius``,
-   or, without an acceptable fix, the stop says ``d - reject_margin_k·se > radius``.
-6. Otherwise INCONCLUSIVE: ``no_fix_within_window`` / ``gps_blind_no_uwb`` (no acceptable fix
-   and the arrival is at a UWB site), ``poor_accuracy`` or ``straddles_radius``.
+5. With a stop or an acceptable fix: REJECTED when ``P(on site) <= reject_max_p`` and, if there
+   is an acceptable fix, every usable fix within ±reject_window says ``d -
+   reject_margin_k·accuracy > site_radius_m``; ON_SITE when ``P(on site) >= on_site_min_p``.
+6. Otherwise INCONCLUSIVE: ``gps_blind_no_uwb`` (no acceptable fix or stop and the arrival is
+   at a UWB site), ``no_fix_within_window``, ``poor_accuracy`` or ``straddles_radius``.
 
+Stored v1 verdicts are mapped on read (``read_verdict``): VERIFIED is AT_DOOR.
 Distances are ``local_distance_m`` (m); times are UTC.
 """
 
@@ -37,8 +48,21 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from geofence.arrival_model import (
+    R68_PER_SIGMA,
+    ErrorModel,
+    hermite_misjudgement,
+    position_probabilities,
+    stop_sigma_m,
+)
 from geofence.distance import WGS84_A_M, WGS84_E2, local_distance_m
 from geofence.errors import ThresholdError, require_columns
+
+RULE_VERSION: Final = "arrival-v2"
+TIERS: Final = ("AT_DOOR", "ON_SITE", "INCONCLUSIVE", "REJECTED")
+# arrival-v1 spoke of VERIFIED (<= radius proven), which is AT_DOOR; REJECTED and
+# INCONCLUSIVE keep their names. Stored v1 rows are mapped on read, never rewritten.
+LEGACY_VERDICTS: Final = {"VERIFIED": "AT_DOOR"}
 
 ARRIVAL_COLUMNS = ("ticket_id", "event_id", "technician_id", "ts", "customer_lat", "customer_lon")
 FIX_COLUMNS = ("technician_id", "ts", "lat", "lon", "accuracy_m")
@@ -75,7 +99,11 @@ class ArrivalThresholds:
     uwb_max_error_m: float = 0.5
     arrival_lookback: timedelta = field(default=timedelta(minutes=30))
     reject_window: timedelta = timedelta(seconds=30)
-    rule_version: str = "arrival-v1"
+    site_radius_m: float = 25.0
+    on_site_min_p: float = 0.95
+    reject_max_p: float = 0.01
+    model: ErrorModel = field(default_factory=ErrorModel)
+    rule_version: str = RULE_VERSION
 
     def __post_init__(self) -> None:
         bad = {
@@ -90,16 +118,26 @@ class ArrivalThresholds:
                 f"ArrivalThresholds: {bad or {'radius_m': self.radius_m}}; "
                 "expected non-negative values and radius_m > 0"
             )
+        if self.site_radius_m < self.radius_m:
+            raise ThresholdError(
+                f"ArrivalThresholds: site_radius_m={self.site_radius_m} is below "
+                f"radius_m={self.radius_m}; expected site_radius_m >= radius_m"
+            )
+        if not 0.0 <= self.reject_max_p < self.on_site_min_p <= 1.0:
+            raise ThresholdError(
+                f"ArrivalThresholds: reject_max_p={self.reject_max_p}, "
+                f"on_site_min_p={self.on_site_min_p}; expected 0 <= reject_max_p < "
+                "on_site_min_p <= 1"
+            )
 
     def to_json(self) -> str:
-        """Thresholds as JSON (timedeltas in seconds), stored beside every verdict."""
-        return json.dumps(
-            {
-                k: v.total_seconds() if isinstance(v, timedelta) else v
-                for k, v in asdict(self).items()
-            },
-            sort_keys=True,
-        )
+        """Thresholds and the error model as JSON (timedeltas in seconds), stored beside
+        every verdict."""
+        values: dict[str, object] = {
+            k: v.total_seconds() if isinstance(v, timedelta) else v for k, v in asdict(self).items()
+        }
+        values["model"] = self.model.to_dict()
+        return json.dumps(values, sort_keys=True)
 
 
 _SPOOFS = ("mock_location", "future_fix", "spoof_speed", "spoof_repeated_coords")
@@ -109,6 +147,11 @@ _KEY_LIMIT: Final = 1 << 62
 # cheap |Δlat|·min bound never exceeds the local distance, |Δ|·max never falls below it.
 _M_PER_DEG_MIN: Final = float(np.radians(WGS84_A_M * (1.0 - WGS84_E2))) * (1.0 - 1e-9)
 _M_PER_DEG_MAX: Final = float(np.radians(WGS84_A_M / np.sqrt(1.0 - WGS84_E2))) * (1.0 + 1e-9)
+
+
+def read_verdict(verdict: pl.Expr) -> pl.Expr:
+    """A stored verdict in today's tiers (``LEGACY_VERDICTS`` mapped, the rest as is)."""
+    return verdict.replace(LEGACY_VERDICTS)
 
 
 def _dist(lat1: str, lon1: str, lat2: str, lon2: str) -> pl.Expr:
@@ -438,6 +481,7 @@ def _stop_columns(
         live &= end[row] >= t - gap
     cols = {
         "start_ts": "start_ts",
+        "_stop_end_ts": "end_ts",
         "stop_n_fixes": "n_fixes",
         "stop_centroid_lat": "centroid_lat",
         "stop_centroid_lon": "centroid_lon",
@@ -461,13 +505,14 @@ def verify_arrivals(
 ) -> pl.DataFrame:
     """One verdict row per arrival (see the module docstring for the rule).
 
-    Output: the arrival columns plus ``verdict`` (VERIFIED | REJECTED | INCONCLUSIVE),
+    Output: the arrival columns plus ``verdict`` (one of ``TIERS``),
     ``reason``, ``decided_by`` ('gps_fix' | 'stop' | 'uwb' | null), ``fix_before_ts``,
     ``fix_after_ts``, ``fix_ts``, ``fix_lat``, ``fix_lon``, ``distance_m``, ``accuracy_m``,
     ``n_fixes_in_window``, ``stop_centroid_lat``, ``stop_centroid_lon``, ``stop_distance_m``,
     ``stop_se_m``, ``stop_n_fixes``, ``uwb_lat``, ``uwb_lon``, ``uwb_distance_m``,
     ``physical_arrival_ts`` (stop start, else first fix within the radius in the lookback),
-    ``status_lag_s`` (arrival ts minus physical arrival, s), ``thresholds`` (JSON) and
+    ``status_lag_s`` (arrival ts minus physical arrival, s), ``p_within_radius``,
+    ``p_on_site``, ``model_evidence``, ``thresholds`` (JSON, with the model) and
     ``rule_version``.
 
     Speed: fixes already in technician/time order (as the runner loads them) are not
@@ -553,59 +598,113 @@ def _join_uwb(a: pl.DataFrame, uwb: pl.DataFrame | None, th: ArrivalThresholds) 
     )
 
 
+def _probabilities(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
+    """``p_within_radius``, ``p_on_site`` and the evidence they rest on (``model_evidence``:
+    uwb, stop, gps_fix or prior), under ``th.model`` (see ``geofence.arrival_model``).
+
+    Evidence, first present: a UWB position; the stop centroid if the stop lasts until the
+    arrival; the decisive fix if its accuracy is acceptable; the stop (one that ended before
+    the arrival); the decisive fix of poor accuracy. A stop that ended before the tap is where
+    the technician was, not where they are, when a usable fix says otherwise."""
+
+    def arr(name: str) -> FloatArray:
+        return a[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    factors, weights = hermite_misjudgement(th.model)
+    uwb_d, stop_d, fix_d = arr("uwb_distance_m"), arr("stop_distance_m"), arr("fix_d")
+    uwb_s = arr("uwb_error_m") / np.sqrt(2.0)
+    stop_s = stop_sigma_m(arr("stop_se_m"), arr("stop_n_fixes"), th.model)
+    fix_acc = arr("fix_accuracy_m")
+    has_uwb = ~np.isnan(uwb_d) & ~np.isnan(uwb_s)
+    has_stop = ~np.isnan(stop_d) & ~np.isnan(stop_s)
+    has_fix = ~np.isnan(fix_d) & ~np.isnan(fix_acc)
+    fix_ok = has_fix & a["fix_ok"].fill_null(False).to_numpy()
+    ts_us = a["ts"].dt.epoch("us").to_numpy()
+    stop_end_us = a["_stop_end_ts"].dt.epoch("us").fill_null(np.iinfo(np.int64).max).to_numpy()
+    by_stop = has_stop & ((stop_end_us >= ts_us) | ~fix_ok)
+    by_fix = has_fix & ~by_stop
+    kind = np.select([has_uwb, by_stop, by_fix], ["uwb", "stop", "gps_fix"], "prior")
+    d = np.select([has_uwb, by_stop, by_fix], [uwb_d, stop_d, fix_d], np.nan)
+    single = np.select([has_uwb, by_stop], [uwb_s, stop_s], np.nan)
+    # one σ per row, except a fix's: a mixture over how much its accuracy was misjudged
+    fixed = by_fix & ~has_uwb
+    p_in, p_site = np.empty(len(d)), np.empty(len(d))
+    for rows, sigma, w in (
+        (~fixed, single[~fixed], None),
+        (fixed, fix_acc[fixed, None] * factors[None, :] / R68_PER_SIGMA, weights),
+    ):
+        p_in[rows], p_site[rows] = position_probabilities(
+            d[rows],
+            sigma,
+            radius_m=th.radius_m,
+            site_radius_m=th.site_radius_m,
+            model=th.model,
+            weights=w,
+        )
+    return a.with_columns(
+        pl.Series("model_evidence", kind, dtype=pl.String),
+        pl.Series("p_within_radius", np.round(p_in, 6), dtype=pl.Float64),
+        pl.Series("p_on_site", np.round(p_site, 6), dtype=pl.Float64),
+    )
+
+
 def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     r = th.radius_m
+    a = _probabilities(a, th)
     has_uwb = pl.col("uwb_lat").is_not_null()
     uwb_in = pl.col("uwb_distance_m") + th.accuracy_k * pl.col("uwb_error_m") <= r
-    uwb_out = pl.col("uwb_distance_m") - th.reject_margin_k * pl.col("uwb_error_m") > r
     has_fix = pl.col("fix_ts").is_not_null()
     fix_ok = has_fix & pl.col("fix_ok")
-    acc = pl.col("fix_accuracy_m")
-    fix_in = fix_ok & (pl.col("fix_d") + th.accuracy_k * acc <= r)
-    # Reject on GPS only when every usable fix within ±reject_window is confidently outside:
-    # reported accuracy understates the true error about a third of the time, so one fix is
-    # not enough. (A window shorter than max_fix_gap: a technician driving on after a false tap
-    # must not be excused by where they were two minutes later.)
-    fix_out = (
-        fix_ok
-        & (pl.col("fix_d") - th.reject_margin_k * acc > r)
-        & (pl.col("_w_min_lower_m") > r).fill_null(False)
-    )
+    has_stop = pl.col("stop_distance_m").is_not_null()
+    fix_in = fix_ok & (pl.col("fix_d") + th.accuracy_k * pl.col("fix_accuracy_m") <= r)
     stop_in = (pl.col("stop_distance_m") + th.stop_se_k * pl.col("stop_se_m") <= r).fill_null(False)
-    stop_out = (pl.col("stop_distance_m") - th.reject_margin_k * pl.col("stop_se_m") > r).fill_null(
-        False
-    )
+    on_site = pl.col("p_on_site") >= th.on_site_min_p
+    elsewhere = pl.col("p_on_site") <= th.reject_max_p
+    by_stop = pl.col("model_evidence") == "stop"
+    # A single fix's accuracy understates its error about a third of the time: reject on GPS
+    # fixes only when every usable fix within ±reject_window is also confidently off site (a
+    # window shorter than max_fix_gap: a technician driving on after a false tap must not be
+    # excused by where they were two minutes later).
+    # The same guard holds when the probabilities rest on a stop: an acceptable fix near the
+    # customer within ±reject_window vetoes a rejection.
+    fixes_off_site = (pl.col("_w_min_lower_m") > th.site_radius_m).fill_null(False)
+    reject = elsewhere & pl.when(fix_ok).then(fixes_off_site).otherwise(by_stop & has_stop)
+    evidence = fix_ok | has_stop
+    decided = pl.col("model_evidence")
     spoof: pl.Expr = pl.lit(None, pl.String)
     for name in reversed(_SPOOFS):  # first name in _SPOOFS wins
         flagged = pl.col(f"fix_{name}").fill_null(False) | pl.col(f"_w_{name}").fill_null(False)
         spoof = pl.when(has_fix & flagged).then(pl.lit(name)).otherwise(spoof)
     at_site = pl.col("site_id").is_not_null()
     # (condition, verdict, reason, decided_by), first match wins; reason None on the spoof
-    # branch: the spoof rule's name
+    # branch: the spoof rule's name; decided_by None on the model branches: the evidence
+    # the probabilities rest on
     branches: list[tuple[pl.Expr, str, str | None, str | None]] = [
-        (has_uwb & uwb_in, "VERIFIED", None, "uwb"),
-        (has_uwb & uwb_out, "REJECTED", None, "uwb"),
+        (has_uwb & uwb_in, "AT_DOOR", None, "uwb"),
+        (has_uwb & elsewhere, "REJECTED", None, "uwb"),
+        (has_uwb & on_site, "ON_SITE", None, "uwb"),
         (has_uwb, "INCONCLUSIVE", "straddles_radius", "uwb"),
         (spoof.is_not_null(), "INCONCLUSIVE", None, None),
-        (fix_in, "VERIFIED", None, "gps_fix"),
-        (stop_in, "VERIFIED", None, "stop"),
-        (fix_out, "REJECTED", None, "gps_fix"),
-        (~fix_ok & stop_out, "REJECTED", None, "stop"),
-        (~fix_ok & at_site, "INCONCLUSIVE", "gps_blind_no_uwb", None),
-        (~has_fix, "INCONCLUSIVE", "no_fix_within_window", None),
-        (~fix_ok, "INCONCLUSIVE", "poor_accuracy", None),
+        (fix_in, "AT_DOOR", None, "gps_fix"),
+        (stop_in, "AT_DOOR", None, "stop"),
+        (evidence & reject, "REJECTED", None, None),
+        (evidence & on_site, "ON_SITE", None, None),
+        (~fix_ok & ~has_stop & at_site, "INCONCLUSIVE", "gps_blind_no_uwb", None),
+        (~has_fix & ~has_stop, "INCONCLUSIVE", "no_fix_within_window", None),
+        (~evidence, "INCONCLUSIVE", "poor_accuracy", None),
     ]
     fallback = ("INCONCLUSIVE", "straddles_radius", None)
     branch: pl.Expr = pl.lit(len(branches), pl.Int8)
     for k in reversed(range(len(branches))):
         branch = pl.when(branches[k][0]).then(pl.lit(k, pl.Int8)).otherwise(branch)
     table = [b[1:] for b in branches] + [fallback]
+    model_branch = pl.col("_branch").is_in([7, 8])
 
     def pick(field: int) -> pl.Expr:
         values = pl.Series([row[field] for row in table], dtype=pl.String)
         return pl.col("_branch").replace_strict(list(range(len(table))), values)
 
-    spoof_branch = pl.col("_branch") == 3
+    spoof_branch = pl.col("_branch") == 4
     physical = (
         pl.when(pl.col("stop_distance_m") + th.stop_se_k * pl.col("stop_se_m") <= r)
         .then(pl.col("start_ts"))
@@ -618,12 +717,12 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
             *[
                 c
                 for c in a.columns
-                if not c.startswith(("b_", "f_", "fix_", "_", "stop_", "uwb_"))
-                and c not in ("start_ts", "n_fixes_in_window", "stop_distance_m")
+                if not c.startswith(("b_", "f_", "fix_", "_", "stop_", "uwb_", "p_"))
+                and c not in ("start_ts", "n_fixes_in_window", "model_evidence")
             ],
             pick(0).alias("verdict"),
             pl.when(spoof_branch).then(pl.col("_spoof")).otherwise(pick(1)).alias("reason"),
-            pick(2).alias("decided_by"),
+            pl.when(model_branch).then(decided).otherwise(pick(2)).alias("decided_by"),
             pl.col("b_ts").alias("fix_before_ts"),
             pl.col("f_ts").alias("fix_after_ts"),
             "fix_ts",
@@ -645,6 +744,9 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
             .dt.total_microseconds()
             .truediv(1e6)
             .alias("status_lag_s"),
+            "p_within_radius",
+            "p_on_site",
+            "model_evidence",
             pl.lit(th.to_json()).alias("thresholds"),
             pl.lit(th.rule_version).alias("rule_version"),
         )

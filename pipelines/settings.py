@@ -33,7 +33,27 @@ class Thresholds(BaseModel):
 
     arrival_radius_m: float = Field(5.0, description="An arrival counts within this distance.")
     accuracy_k: float = Field(1.0, description="Sigmas of reported accuracy added to distance.")
-    reject_margin_k: float = Field(2.0, description="Sigmas subtracted before REJECTED.")
+    reject_margin_k: float = Field(
+        2.0, description="Sigmas subtracted from a fix's distance before it counts as off site."
+    )
+    site_radius_m: float = Field(
+        25.0, description="ON_SITE: within this distance of the customer (>= arrival radius)."
+    )
+    on_site_min_p: float = Field(
+        0.95, ge=0.0, le=1.0, description="ON_SITE needs P(on site) at least this."
+    )
+    reject_max_p: float = Field(
+        0.01, ge=0.0, le=1.0, description="REJECTED needs P(on site) at most this."
+    )
+    prior_at_door_p: float = Field(
+        0.95, ge=0.0, le=1.0, description="Model prior: share of taps made at the door."
+    )
+    prior_on_site_p: float = Field(
+        0.02, ge=0.0, le=1.0, description="Model prior: share made elsewhere on site."
+    )
+    gps_bias_max_m: float = Field(
+        8.0, ge=0.0, description="Model: largest per-visit multipath bias of phone GPS."
+    )
     max_fix_gap_s: float = Field(120.0, description="Nearest fix must be within ±this of event.")
     max_accuracy_m: float = Field(25.0, description="Fixes worse than this cannot decide.")
     max_speed_mps: float = Field(70.0, description="Implied speeds above this are jumps/spoofs.")

@@ -63,7 +63,7 @@ def build_demo(root: Path, *, seed: int, scale: float) -> tuple[object, dict[str
     import json
 
     from cli.ingest import ingest_world
-    from pipelines.arrivals.runner import run_arrivals
+    from pipelines.arrivals.runner import label_from_manifest, run_arrivals
     from pipelines.generate import generate_world
     from pipelines.settings import load_settings
     from pipelines.store.gateway import Store
@@ -79,6 +79,7 @@ def build_demo(root: Path, *, seed: int, scale: float) -> tuple[object, dict[str
     ingest_world(root / "demo", settings)
     with Store(settings.store_path) as store:
         run_arrivals(store, settings)
+        label_from_manifest(store, root / "demo" / "manifest.json")
     manifest = json.loads((root / "demo" / "manifest.json").read_text())
     return settings, manifest
 

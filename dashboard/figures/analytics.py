@@ -13,7 +13,13 @@ _LAYOUT = {
     "height": 360,
     "margin": {"l": 10, "r": 10, "t": 48, "b": 10},
 }
-VERDICT_COLOURS = {"VERIFIED": "#2b8a3e", "INCONCLUSIVE": "#f08c00", "REJECTED": "#e03131"}
+VERDICT_COLOURS = {
+    "AT_DOOR": "#2b8a3e",
+    "ON_SITE": "#74b816",
+    "INCONCLUSIVE": "#f08c00",
+    "REJECTED": "#e03131",
+}
+RELIABILITY_COLOURS = {"P(within 5 m)": "#1c7ed6", "P(on site)": "#ae3ec9"}
 
 
 def _minutes_text(value: float | None) -> str:
@@ -192,5 +198,72 @@ def verdicts_figure(mix: pl.DataFrame) -> go.Figure:
             )
     fig.update_layout(
         **_LAYOUT, barmode="stack", title="Arrival verdict mix per day", yaxis_title="arrivals"
+    )
+    return fig
+
+
+def reliability_figure(bins: pl.DataFrame) -> go.Figure:
+    """Predicted against observed per probability bin (``views.reliability``), one line per
+    outcome, with the diagonal of perfect calibration and a ±5-point band. Marker size
+    grows with the bin's arrivals; the hover names the bin's range and count. Pure."""
+    if bins.height == 0:
+        return empty_figure(
+            "Reliability: no labelled arrivals with probabilities (the demo labels its own)"
+        )
+    fig = go.Figure()
+    diagonal = [0.0, 1.0]
+    fig.add_trace(
+        go.Scatter(
+            x=[0.0, 1.0, 1.0, 0.0],
+            y=[0.05, 1.05, 0.95, -0.05],
+            fill="toself",
+            fillcolor="rgba(134, 142, 150, 0.15)",
+            line={"width": 0},
+            hoverinfo="skip",
+            name="±5 points",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=diagonal,
+            y=diagonal,
+            mode="lines",
+            line={"color": "#868e96", "dash": "dash"},
+            hoverinfo="skip",
+            name="perfect calibration",
+        )
+    )
+    n_max = max([1, *bins["n"].to_list()])
+    for outcome, colour in RELIABILITY_COLOURS.items():
+        part = bins.filter(pl.col("outcome") == outcome).sort("predicted")
+        if part.height == 0:
+            continue
+        text = [
+            f"{lo:.1f}–{hi:.1f}: n={n}, predicted {p:.3f}, observed {o:.3f}"
+            for lo, hi, n, p, o in part.select(
+                "p_lo", "p_hi", "n", "predicted", "observed"
+            ).iter_rows()
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=part["predicted"].to_list(),
+                y=part["observed"].to_list(),
+                mode="lines+markers",
+                marker={
+                    "color": colour,
+                    "size": [8 + 16 * (n / n_max) ** 0.5 for n in part["n"].to_list()],
+                },
+                line={"color": colour},
+                text=text,
+                hovertemplate="%{text}<extra></extra>",
+                name=outcome,
+                meta="reliability",
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        title="Verdict probabilities: predicted vs observed (labelled arrivals)",
+        xaxis={"title": "predicted probability", "range": [-0.02, 1.02]},
+        yaxis={"title": "observed share", "range": [-0.07, 1.07]},
     )
     return fig

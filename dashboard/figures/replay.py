@@ -21,7 +21,12 @@ from geofence.replay_state import REPLAY_TS_COL, state_at, states_at
 from pipelines.views.replay import STREAM_KEYS, STREAM_MAX_STALENESS, ReplayBundle
 
 TECH_COLOURS: Final = ("#e8590c", "#7048e8", "#0c8599", "#c2255c", "#2f9e44")
-VERDICT_COLOURS: Final = {"VERIFIED": "#2b8a3e", "REJECTED": "#e03131", "INCONCLUSIVE": "#f08c00"}
+VERDICT_COLOURS: Final = {
+    "AT_DOOR": "#2b8a3e",
+    "ON_SITE": "#74b816",
+    "INCONCLUSIVE": "#f08c00",
+    "REJECTED": "#e03131",
+}
 _COLS: Final = {
     "gps": ("technician_id", "lat", "lon", "accuracy_m"),
     "uwb": ("tag_id", "x_m", "y_m"),

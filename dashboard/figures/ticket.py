@@ -171,6 +171,8 @@ def timeline_figure(events: pl.DataFrame, physical: pl.DataFrame) -> go.Figure:
 # Arrival-check evidence as readable rows (ticket page and replay verdict panel).
 _FACTS: tuple[tuple[str, str], ...] = (
     ("reason", "reason"),
+    ("p_within_radius", "P(within 5 m)"),
+    ("p_on_site", "P(on site)"),
     ("decided_by", "decided by"),
     ("distance_m", "distance"),
     ("accuracy_m", "accuracy"),
@@ -197,6 +199,8 @@ def format_value(key: str, value: Any) -> str:
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M:%S}"
     if isinstance(value, int | float):
+        if key.startswith("p_"):
+            return f"{100 * value:.1f} %"
         if key.endswith(("_lat", "_lon")) or key in ("lat", "lon"):
             return f"{value:.6f}"
         if key.endswith("_m"):

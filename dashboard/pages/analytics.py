@@ -1,4 +1,5 @@
-"""Analytics page (analysts): journey segments, lags, regions, technicians, verdicts."""
+"""Analytics page (analysts): journey segments, lags, regions, technicians, verdicts and their
+calibration."""
 
 from __future__ import annotations
 
@@ -39,8 +40,34 @@ def layout(**_: Any) -> html.Div:
                 className="grid-2",
             ),
             _graph(ids.ANALYTICS_VERDICTS),
+            reliability_section(),
         ]
     )
+
+
+def reliability_section() -> html.Div:
+    """Are the verdicts' probabilities calibrated? Predicted against labelled outcomes."""
+    return html.Div(
+        [
+            html.H3("Verdict calibration"),
+            html.P(
+                "Each arrival verdict states P(within 5 m) and P(on site). Among labelled "
+                "arrivals, the share truly within is plotted against the predicted "
+                "probability, per decile (sparse deciles pooled). On the diagonal the "
+                "probabilities mean what they say.",
+                className="hint",
+            ),
+            _graph(ids.ANALYTICS_RELIABILITY),
+        ]
+    )
+
+
+def reliability_view(ctx: AppContext, region: str | None) -> Any:
+    th = ctx.settings.thresholds
+    bins = views.reliability(
+        ctx.store, region, radius_m=th.arrival_radius_m, site_radius_m=th.site_radius_m
+    )
+    return figs.reliability_figure(bins)
 
 
 def analytics_view(ctx: AppContext, region: str | None) -> tuple[Any, ...]:
@@ -71,6 +98,11 @@ def register(app: Dash, ctx: AppContext) -> None:
     @guard(ROLES)
     def update(region: str | None) -> tuple[Any, ...]:
         return analytics_view(ctx, region or None)
+
+    @app.callback(Output(ids.ANALYTICS_RELIABILITY, "figure"), Input(ids.ANALYTICS_REGION, "value"))
+    @guard(ROLES)
+    def update_reliability(region: str | None) -> Any:
+        return reliability_view(ctx, region or None)
 
 
 PAGE = Page(path="/analytics", name="Analytics", layout=layout, register=register, roles=ROLES)

@@ -212,14 +212,22 @@ def _fmt_rate(value: float | None) -> str:
 
 def kpi_cards(k: dict[str, Any], checks_total: int) -> list[html.Div]:
     """KPI cards from ``views.kpis``; arrival verification says when nothing is computed."""
-    verified = "not computed yet" if checks_total == 0 else _fmt_rate(k["verified_rate"])
+    on_site = "not computed yet"
+    if checks_total:
+        at_door, on = k["at_door_rate"], k["on_site_rate"]
+        confirmed = None if at_door is None or on is None else at_door + on
+        on_site = f"{_fmt_rate(confirmed)} ({_fmt_rate(at_door)} at door)"
+    tiers_hint = "AT_DOOR + ON_SITE share of arrival checks; " + ", ".join(
+        f"{name} {_fmt_rate(k.get(f'{name.lower()}_rate'))}"
+        for name in ("AT_DOOR", "ON_SITE", "INCONCLUSIVE", "REJECTED")
+    )
     items = [
         ("first response", _fmt_minutes(k["first_response_min"]), "created → accepted, median"),
         ("accept → depart idle", _fmt_minutes(k["idle_min"]), "median"),
         ("travel time", _fmt_minutes(k["travel_min"]), "departed → arrived, median"),
         ("on-site time", _fmt_minutes(k["onsite_min"]), "arrived → completed, median"),
         ("revisit for parts", _fmt_rate(k["revisit_rate"]), "parts requested and a second arrival"),
-        ("arrival verified", verified, "VERIFIED share of arrival checks"),
+        ("arrival on site", on_site, tiers_hint),
         (
             "unnoticed resolution",
             _fmt_rate(k["unnoticed_rate"]),

@@ -31,6 +31,12 @@ EVENT_TYPES: tuple[str, ...] = (
 
 DATUMS: tuple[str, ...] = ("WGS84", "GCJ02", "BD09")
 
+# Arrival verdict tiers (``geofence.verdict.TIERS``) and the legacy arrival-v1 value that
+# stored rows may still hold (read as AT_DOOR).
+ARRIVAL_VERDICTS: tuple[str, ...] = ("AT_DOOR", "ON_SITE", "INCONCLUSIVE", "REJECTED")
+LEGACY_ARRIVAL_VERDICTS: tuple[str, ...] = ("VERIFIED",)
+_VERDICT_LIST = ", ".join(f"'{v}'" for v in (*ARRIVAL_VERDICTS, *LEGACY_ARRIVAL_VERDICTS))
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -421,6 +427,45 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE outbox ADD COLUMN dead_at TIMESTAMPTZ",
         ),
     ),
+    Migration(
+        5,
+        "arrival verdict tiers: status CHECK with the tiers (plus legacy VERIFIED), the "
+        "verdict probabilities as columns, arrival labels for the reliability plot",
+        (
+            f"""
+            CREATE TABLE arrival_checks_v5 (
+                event_id VARCHAR PRIMARY KEY,
+                ticket_id VARCHAR NOT NULL,
+                technician_id VARCHAR,
+                event_ts TIMESTAMPTZ NOT NULL,
+                verdict VARCHAR NOT NULL CHECK (verdict IN ({_VERDICT_LIST})),
+                reason VARCHAR,
+                decided_by VARCHAR,
+                distance_m DOUBLE,
+                accuracy_m DOUBLE,
+                n_fixes INTEGER,
+                physical_arrival_ts TIMESTAMPTZ,
+                status_lag_s DOUBLE,
+                evidence VARCHAR NOT NULL,
+                rule_version VARCHAR NOT NULL,
+                computed_at TIMESTAMPTZ NOT NULL,
+                p_within_radius DOUBLE CHECK (p_within_radius BETWEEN 0 AND 1),
+                p_on_site DOUBLE CHECK (p_on_site BETWEEN 0 AND 1)
+            )
+            """,
+            "INSERT INTO arrival_checks_v5 SELECT *, NULL, NULL FROM arrival_checks",
+            "DROP TABLE arrival_checks",
+            "ALTER TABLE arrival_checks_v5 RENAME TO arrival_checks",
+            """
+            CREATE TABLE arrival_labels (
+                event_id VARCHAR PRIMARY KEY,
+                true_distance_m DOUBLE NOT NULL CHECK (true_distance_m >= 0),
+                source VARCHAR NOT NULL,
+                labelled_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
@@ -440,6 +485,7 @@ TABLES: frozenset[str] = frozenset(
         "vibration_series",
         "warehouses",
         "arrival_checks",
+        "arrival_labels",
         "cluster_alerts",
         "restock_orders",
         "outbox",

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from geofence.verdict import LEGACY_VERDICTS
 from pipelines.store.gateway import Store
 
 # Events only the technician on the ticket performs: their actor is the ticket's technician.
@@ -36,6 +37,15 @@ SLA_HOURS: dict[str, float] = {
     "p4": 72.0,
 }
 DEFAULT_SLA_H = 24.0
+
+
+def verdict_sql(column: str = "a.verdict") -> str:
+    """SQL reading a stored arrival verdict in today's tiers (arrival-v1's VERIFIED is
+    AT_DOOR). ``column`` is a fixed column reference written by the caller, never input."""
+    cases = " ".join(f"WHEN '{old}' THEN '{new}'" for old, new in LEGACY_VERDICTS.items())
+    return f"(CASE {column} {cases} ELSE {column} END)"
+
+
 CLOSED_ALERT_STATUSES: tuple[str, ...] = ("resolved", "closed", "expired", "cleared", "cancelled")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipelines.store.gateway import Store
-from pipelines.views import MILESTONES_SQL
+from pipelines.views import MILESTONES_SQL, verdict_sql
 
 SEGMENTS: tuple[tuple[str, str], ...] = (
     ("report → create", "epoch(m.created_ev_ts - t.created_ts)"),
@@ -84,12 +84,101 @@ def lag_histogram(store: Store, region: str | None, *, clip_min: int = 60) -> pl
 
 
 def verdict_mix(store: Store, region: str | None) -> pl.DataFrame:
-    """Arrival verdicts per day."""
+    """Arrival verdict tiers per day (arrival-v1 verdicts read as tiers)."""
     return store.query(
         f"""
-        SELECT a.event_ts::DATE AS day, a.verdict, count(*) AS n
+        SELECT a.event_ts::DATE AS day, {verdict_sql()} AS verdict, count(*) AS n
         FROM arrival_checks a JOIN tickets t USING (ticket_id) WHERE {_REGION}
-        GROUP BY ALL ORDER BY day, a.verdict
+        GROUP BY ALL ORDER BY day, verdict
         """,
         [region, region],
     )
+
+
+RELIABILITY_OUTCOMES: tuple[tuple[str, str], ...] = (
+    ("P(within 5 m)", "p_within_radius"),
+    ("P(on site)", "p_on_site"),
+)
+
+
+def reliability(
+    store: Store,
+    region: str | None,
+    *,
+    radius_m: float,
+    site_radius_m: float,
+    bins: int = 10,
+    min_per_bin: int = 20,
+) -> pl.DataFrame:
+    """Predicted against observed per probability bin, for labelled arrivals.
+
+    One row per (``outcome``, bin): ``outcome`` (a name in ``RELIABILITY_OUTCOMES``),
+    ``p_lo``/``p_hi`` (the bin's predicted range), ``n``, ``predicted`` (mean probability)
+    and ``observed`` (share whose labelled true distance is within ``radius_m`` /
+    ``site_radius_m``). Deciles holding fewer than ``min_per_bin`` labelled arrivals are
+    pooled with their neighbours toward the middle (``pool_bins``).
+    """
+    parts = []
+    for name, column in RELIABILITY_OUTCOMES:
+        limit = radius_m if column == "p_within_radius" else site_radius_m
+        raw = store.query(
+            f"""
+            SELECT least(floor(a.{column} * ?), ? - 1)::INTEGER AS bin, count(*) AS n,
+                   sum(a.{column}) AS p_sum,
+                   sum(CASE WHEN l.true_distance_m <= ? THEN 1 ELSE 0 END) AS hits
+            FROM arrival_checks a JOIN arrival_labels l USING (event_id)
+            JOIN tickets t USING (ticket_id)
+            WHERE a.{column} IS NOT NULL AND {_REGION}
+            GROUP BY 1 ORDER BY 1
+            """,
+            [bins, bins, limit, region, region],
+        )
+        parts.append(
+            pool_bins(raw, bins=bins, min_per_bin=min_per_bin).with_columns(
+                pl.lit(name).alias("outcome")
+            )
+        )
+    return pl.concat(parts).select("outcome", "p_lo", "p_hi", "n", "predicted", "observed")
+
+
+def pool_bins(raw: pl.DataFrame, *, bins: int, min_per_bin: int) -> pl.DataFrame:
+    """Pool sparse probability bins: ``raw`` has ``bin, n, p_sum, hits`` for bins
+    ``0..bins-1``; adjacent bins are merged, from each end toward the middle (0.5), until
+    each pooled bin holds at least ``min_per_bin`` rows; a short remainder next to the middle
+    joins its neighbour on that side (or stands alone when the side has nothing else).
+    Returns ``p_lo, p_hi, n, predicted, observed`` in probability order."""
+    schema = {"p_lo": pl.Float64, "p_hi": pl.Float64, "n": pl.Int64}
+    schema |= {"predicted": pl.Float64, "observed": pl.Float64}
+    rows = sorted(raw.iter_rows(named=True), key=lambda r: r["bin"])
+    groups: list[list[dict[str, float]]] = []
+    half = bins / 2
+    low = [r for r in rows if r["bin"] < half]
+    high = [r for r in reversed(rows) if r["bin"] >= half]
+    for side in (low, high):
+        current: list[dict[str, float]] = []
+        side_groups = []
+        for r in side:
+            current.append(r)
+            if sum(int(c["n"]) for c in current) >= min_per_bin:
+                side_groups.append(current)
+                current = []
+        if current:  # the remainder joins the last full group, or stands alone
+            if side_groups:
+                side_groups[-1] += current
+            else:
+                side_groups.append(current)
+        groups += side_groups if side is low else side_groups[::-1]
+    out = []
+    for g in groups:
+        n = sum(int(r["n"]) for r in g)
+        lo, hi = min(r["bin"] for r in g), max(r["bin"] for r in g)
+        out.append(
+            (
+                lo / bins,
+                (hi + 1) / bins,
+                n,
+                sum(float(r["p_sum"]) for r in g) / n,
+                sum(float(r["hits"]) for r in g) / n,
+            )
+        )
+    return pl.DataFrame(out, schema=schema, orient="row").sort("p_lo")

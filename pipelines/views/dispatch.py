@@ -16,6 +16,7 @@ from pipelines.views import (
     TicketFilter,
     sla_hours_expr,
     ticket_where,
+    verdict_sql,
 )
 
 MAX_TICKET_POINTS = 4_000
@@ -210,13 +211,19 @@ def kpis(store: Store, f: TicketFilter, now: datetime) -> dict[str, float | None
         """,
         params,
     ).row(0, named=True)
+    tier = verdict_sql()
     checks = store.query(
         f"""
-        SELECT count(*) AS n, avg(CASE WHEN a.verdict = 'VERIFIED' THEN 1.0 ELSE 0.0 END) AS rate
+        SELECT count(*) AS n,
+          avg(CASE WHEN {tier} = 'AT_DOOR' THEN 1.0 ELSE 0.0 END) AS at_door,
+          avg(CASE WHEN {tier} = 'ON_SITE' THEN 1.0 ELSE 0.0 END) AS on_site,
+          avg(CASE WHEN {tier} = 'INCONCLUSIVE' THEN 1.0 ELSE 0.0 END) AS inconclusive,
+          avg(CASE WHEN {tier} = 'REJECTED' THEN 1.0 ELSE 0.0 END) AS rejected
         FROM arrival_checks a JOIN tickets t USING (ticket_id) WHERE {where}
         """,
         params,
     ).row(0, named=True)
-    row["verified_rate"] = checks["rate"] if checks["n"] else None
+    for name in ("at_door", "on_site", "inconclusive", "rejected"):
+        row[f"{name}_rate"] = checks[name] if checks["n"] else None
     row["arrival_checks"] = checks["n"]
     return row

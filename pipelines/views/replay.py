@@ -21,6 +21,7 @@ from typing import Any, Final
 import h3
 import polars as pl
 
+from geofence.verdict import read_verdict
 from pipelines.errors import FieldTraceError
 from pipelines.store.gateway import Store
 from pipelines.views import TECHNICIAN_EVENTS
@@ -134,6 +135,7 @@ def _nodes_with_checks(store: Store, ticket_id: str) -> pl.DataFrame:
 
 def _split_checks(joined: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lifecycle nodes with their verdict, the arrival checks)."""
+    joined = joined.with_columns(read_verdict(pl.col("c_verdict")))
     checks = joined.filter(pl.col("c_verdict").is_not_null()).select(
         "event_id", *(pl.col(f"c_{c}").alias(c) for c in _CHECK_COLS)
     )

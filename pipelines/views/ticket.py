@@ -10,6 +10,7 @@ import polars as pl
 
 from geofence import stops as geofence_stops
 from geofence.distance import local_distance_m
+from geofence.verdict import read_verdict
 from pipelines.settings import Thresholds
 from pipelines.store.gateway import Store
 from pipelines.views import TECHNICIAN_EVENTS
@@ -130,7 +131,7 @@ def arrival_check(store: Store, ticket_id: str) -> dict[str, Any] | None:
     frame = store.query(
         "SELECT * FROM arrival_checks WHERE ticket_id = ? ORDER BY event_ts DESC LIMIT 1",
         [ticket_id],
-    )
+    ).with_columns(read_verdict(pl.col("verdict")))
     if frame.height == 0:
         return None
     row = frame.row(0, named=True)

@@ -116,7 +116,10 @@ def test_dispatch_map_filters_and_click_opens_ticket(dash_duo, settings, artifac
     assert dash_duo.find_element("#dispatch-open-count").text == "18"
     assert _points(dash_duo, "dispatch-map", "hexagons") >= 2
     assert _points(dash_duo, "dispatch-map", "alerts") >= 2  # both alerts active by then
-    dash_duo.wait_for_contains_text("[data-kpi='arrival verified'] .card-value", "100 %")
+    # the test store's one check is an arrival-v1 VERIFIED: read as AT_DOOR
+    dash_duo.wait_for_contains_text(
+        "[data-kpi='arrival on site'] .card-value", "100 % (100 % at door)"
+    )
     _shot(dash_duo, artifacts, "dispatch-as-of-default")
 
     # "latest": the data clock, 3 more open tickets and all four technicians.
@@ -176,7 +179,7 @@ def test_ticket_detail_shows_arrival_evidence_and_checklist(
 ) -> None:
     dash_duo.start_server(create_app(settings), navigate=False)
     _login(dash_duo, "dispatch", "/ticket?id=T-1")
-    dash_duo.wait_for_text_to_equal("#arrival-verdict", "VERIFIED", timeout=10)
+    dash_duo.wait_for_text_to_equal("#arrival-verdict", "AT_DOOR", timeout=10)  # v1 VERIFIED
     evidence = dash_duo.find_element("#arrival-evidence").text
     assert "distance: 2.1 m" in evidence  # the fact, not repeated as evidence distance_m
     assert "distance_m" not in evidence
@@ -246,6 +249,8 @@ def test_analytics_and_status_pages_render_pictures(dash_duo, settings, artifact
     assert _points(dash_duo, "analytics-technicians", "technicians") == 2
     assert _points(dash_duo, "analytics-verdicts", "verdicts") == 1
     assert _points(dash_duo, "analytics-lag", "lag") == 1
+    # the reliability panel: the test store's only check is an unlabelled arrival-v1 verdict
+    dash_duo.wait_for_contains_text("#analytics-reliability", "no labelled arrivals", timeout=10)
     _shot(dash_duo, artifacts, "analytics")
     dash_duo.find_element("#nav-alerts").click()
     dash_duo.wait_for_element("#orders-table", timeout=10)
@@ -262,7 +267,7 @@ def test_empty_store_shows_empty_states(dash_duo, empty_settings, artifacts) -> 
     dash_duo.wait_for_contains_text("#alerts-empty", "No cluster alerts yet", timeout=10)
     dash_duo.find_element("#nav-dispatch").click()
     dash_duo.wait_for_contains_text(
-        "[data-kpi='arrival verified'] .card-value", "not computed yet", timeout=10
+        "[data-kpi='arrival on site'] .card-value", "not computed yet", timeout=10
     )
     _shot(dash_duo, artifacts, "dispatch-empty")
     _no_console_errors(dash_duo)

@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from geofence.errors import FrameContractError, ThresholdError
-from geofence.verdict import ArrivalThresholds, verify_arrivals
+from geofence.verdict import TIERS, ArrivalThresholds, read_verdict, verify_arrivals
 from tests.geofence.builders import T0, make_arrivals, make_fixes, make_stops, make_uwb
 
 
@@ -28,97 +28,187 @@ class Case:
 
 
 NEAR = [(1.0, 0.0)] * 3
+PRIOR = (0.9508, 0.9700)  # no evidence: the default prior's P(within 5 m), P(on site)
+# case: (verdict, reason, decided_by, P(within 5 m), P(on site)); probabilities ±0.005
 CASES = {
-    "fix_within_radius": (Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)]), "VERIFIED", None, "gps_fix"),
+    "fix_within_radius": (
+        Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)]),
+        "AT_DOOR",
+        None,
+        "gps_fix",
+        1.0,
+        1.0,
+    ),
     "stop_centroid_close": (
         Case(
             [(3.0, 0.0), (3.5, 0.0), (3.0, 0.5)],
             accuracy_m=10.0,
             stops=[{"east_m": 1.0, "se_m": 0.5}],
         ),
-        "VERIFIED",
+        "AT_DOOR",
         None,
         "stop",
+        0.9997,
+        1.0,
     ),
     "uwb_indoors_wins": (
         Case([(200.0, 0.0)] * 3, site_id="S1", uwb=[{"at_s": 45, "east_m": 1.0}]),
-        "VERIFIED",
+        "AT_DOOR",
         None,
         "uwb",
+        1.0,
+        1.0,
+    ),
+    "uwb_on_site_not_at_door": (
+        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 10.0}]),
+        "ON_SITE",
+        None,
+        "uwb",
+        0.0,
+        1.0,
+    ),
+    "uwb_straddles_5m_on_site": (
+        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 4.9}]),
+        "ON_SITE",
+        None,
+        "uwb",
+        0.7721,
+        1.0,
     ),
     "uwb_far": (
-        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 10.0}]),
+        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 60.0}]),
         "REJECTED",
         None,
         "uwb",
-    ),
-    "uwb_straddles": (
-        Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 4.9}]),
-        "INCONCLUSIVE",
-        "straddles_radius",
-        "uwb",
+        0.0,
+        0.0,
     ),
     "uwb_too_inaccurate_is_ignored": (
         Case(NEAR, site_id="S1", uwb=[{"at_s": 45, "east_m": 30.0, "error_m": 2.0}]),
-        "VERIFIED",
+        "AT_DOOR",
         None,
         "gps_fix",
+        1.0,
+        1.0,
     ),
-    "fix_far": (Case([(50.0, 0.0)] * 3, accuracy_m=5.0), "REJECTED", None, "gps_fix"),
+    "fix_far": (Case([(300.0, 0.0)] * 3, accuracy_m=5.0), "REJECTED", None, "gps_fix", 0.0, 0.0),
+    "fix_far_but_not_every_fix": (
+        Case([(300.0, 0.0), (2.0, 0.0), (300.0, 0.0)], accuracy_m=5.0),
+        "INCONCLUSIVE",
+        "straddles_radius",
+        None,
+        0.0,
+        0.0,
+    ),
+    "fix_50m_accuracy_may_be_misjudged": (
+        Case([(50.0, 0.0)] * 3, accuracy_m=5.0),
+        "INCONCLUSIVE",
+        "straddles_radius",
+        None,
+        0.014,
+        0.033,
+    ),
+    "fix_60m_poor_accuracy_straddles": (
+        Case([(60.0, 0.0)] * 3, accuracy_m=10.0),
+        "INCONCLUSIVE",
+        "straddles_radius",
+        None,
+        0.5827,
+        0.6676,
+    ),
+    "fix_straddles_5m_on_site": (Case([(4.0, 0.0)] * 3), "ON_SITE", None, "gps_fix", 0.9992, 1.0),
+    "stop_15m_on_site": (
+        Case([(15.0, 0.0)] * 3, accuracy_m=30.0, stops=[{"east_m": 15.0, "se_m": 0.5}]),
+        "ON_SITE",
+        None,
+        "stop",
+        0.1342,
+        1.0,
+    ),
+    "stop_ended_before_the_tap_yields_to_the_fix": (
+        Case([(4.0, 0.0)] * 3, accuracy_m=15.0, stops=[{"east_m": 100.0, "end_s": 0.0}]),
+        "ON_SITE",
+        None,
+        "gps_fix",
+        0.9952,
+        1.0,
+    ),
+    "far_stop_vetoed_by_a_fix_at_the_door": (
+        Case([(4.0, 0.0)] * 3, accuracy_m=15.0, stops=[{"east_m": 100.0}]),
+        "INCONCLUSIVE",
+        "straddles_radius",
+        None,
+        0.0,
+        0.0,
+    ),
     "stop_far_without_good_fix": (
         Case([(45.0, 0.0)] * 3, accuracy_m=40.0, stops=[{"east_m": 50.0, "se_m": 1.0}]),
         "REJECTED",
         None,
         "stop",
+        0.0,
+        0.0,
     ),
     "poor_accuracy": (
         Case([(1.0, 0.0)] * 3, accuracy_m=40.0),
         "INCONCLUSIVE",
         "poor_accuracy",
         None,
+        0.9865,
+        1.0,
     ),
     "null_accuracy_is_poor": (
         Case(NEAR, accuracy_m=[None, None, None]),
         "INCONCLUSIVE",
         "poor_accuracy",
         None,
+        *PRIOR,
     ),
     "no_fix_within_window": (
         Case(NEAR, start_s=600.0),
         "INCONCLUSIVE",
         "no_fix_within_window",
         None,
+        *PRIOR,
     ),
     "gps_blind_no_uwb": (
         Case(NEAR, start_s=600.0, site_id="S9"),
         "INCONCLUSIVE",
         "gps_blind_no_uwb",
         None,
+        *PRIOR,
     ),
-    "straddles_radius": (Case([(4.0, 0.0)] * 3), "INCONCLUSIVE", "straddles_radius", None),
     "spoof_speed": (
         Case([(0.0, 20_000.0), (1.0, 0.0), (1.0, 0.5)]),
         "INCONCLUSIVE",
         "spoof_speed",
         None,
+        1.0,
+        1.0,
     ),
     "spoof_repeated_coords": (
         Case([(1.0, 0.0)] * 6),
         "INCONCLUSIVE",
         "spoof_repeated_coords",
         None,
+        1.0,
+        1.0,
     ),
     "mock_location": (
         Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)], mock=[False, False, True]),
         "INCONCLUSIVE",
         "mock_location",
         None,
+        1.0,
+        1.0,
     ),
     "future_fix": (
         Case([(1.0, 0.0), (1.0, 0.5), (1.0, 0.0)], now=T0 + timedelta(seconds=30)),
         "INCONCLUSIVE",
         "future_fix",
         None,
+        1.0,
+        1.0,
     ),
 }
 
@@ -138,12 +228,23 @@ def _run(case: Case, th: ArrivalThresholds = ArrivalThresholds()) -> dict[str, o
     return out.row(0, named=True)
 
 
-@pytest.mark.parametrize(("case", "verdict", "reason", "decided_by"), CASES.values(), ids=CASES)
+@pytest.mark.parametrize(
+    ("case", "verdict", "reason", "decided_by", "p_within", "p_site"), CASES.values(), ids=CASES
+)
 def test_verdict_table(
-    case: Case, verdict: str, reason: str | None, decided_by: str | None
+    case: Case,
+    verdict: str,
+    reason: str | None,
+    decided_by: str | None,
+    p_within: float,
+    p_site: float,
 ) -> None:
     row = _run(case)
     assert (row["verdict"], row["reason"], row["decided_by"]) == (verdict, reason, decided_by)
+    assert row["verdict"] in TIERS
+    assert row["p_within_radius"] == pytest.approx(p_within, abs=0.005)
+    assert row["p_on_site"] == pytest.approx(p_site, abs=0.005)
+    assert row["p_within_radius"] <= row["p_on_site"]
 
 
 def test_evidence_columns() -> None:
@@ -156,7 +257,16 @@ def test_evidence_columns() -> None:
     assert row["physical_arrival_ts"] == T0  # first fix within the radius
     assert row["status_lag_s"] == 40.0
     assert json.loads(str(row["thresholds"]))["radius_m"] == 5.0
-    assert row["rule_version"] == "arrival-v1"
+    assert row["rule_version"] == "arrival-v2"
+    stated = json.loads(str(row["thresholds"]))
+    assert (stated["site_radius_m"], stated["on_site_min_p"], stated["reject_max_p"]) == (
+        25.0,
+        0.95,
+        0.01,
+    )
+    assert stated["model"]["bias_max_m"] == 8.0
+    assert stated["model"]["prior_away"] == pytest.approx(0.03)
+    assert row["model_evidence"] == "gps_fix"
 
 
 def test_stop_evidence_and_physical_arrival_from_stop_start() -> None:
@@ -173,7 +283,7 @@ def test_stops_with_too_few_fixes_or_out_of_time_are_ignored() -> None:
     late = Case([(3.0, 0.0)] * 3, accuracy_m=10.0, stops=[{"start_s": 400, "end_s": 900}])
     for case in (few, late):
         row = _run(case)
-        assert (row["verdict"], row["stop_n_fixes"]) == ("INCONCLUSIVE", None)
+        assert (row["verdict"], row["stop_n_fixes"]) == ("ON_SITE", None)  # on the fixes
 
 
 def test_many_arrivals_keep_one_row_each() -> None:
@@ -188,7 +298,7 @@ def test_many_arrivals_keep_one_row_each() -> None:
     out = verify_arrivals(arrivals, fx, make_stops(), None)
     assert sorted(out["event_id"]) == sorted(arrivals["event_id"])
     counts = out.group_by("verdict").len().sort("verdict").rows()
-    assert counts == [("INCONCLUSIVE", 5), ("VERIFIED", 4)]
+    assert counts == [("AT_DOOR", 4), ("INCONCLUSIVE", 5)]
 
 
 def test_thresholds_are_checked_and_stated() -> None:
@@ -198,7 +308,18 @@ def test_thresholds_are_checked_and_stated() -> None:
         ArrivalThresholds(max_fix_gap=timedelta(seconds=-1))
     strict = ArrivalThresholds(radius_m=1.0, rule_version="arrival-test")
     row = _run(CASES["fix_within_radius"][0], strict)
-    assert (row["verdict"], row["rule_version"]) == ("INCONCLUSIVE", "arrival-test")
+    assert (row["verdict"], row["rule_version"]) == ("ON_SITE", "arrival-test")
+    with pytest.raises(ThresholdError, match="site_radius_m"):
+        ArrivalThresholds(site_radius_m=4.0)
+    with pytest.raises(ThresholdError, match="reject_max_p"):
+        ArrivalThresholds(reject_max_p=0.5, on_site_min_p=0.4)
+
+
+def test_legacy_verdicts_are_read_as_tiers() -> None:
+    stored = pl.DataFrame({"verdict": ["VERIFIED", "REJECTED", "INCONCLUSIVE", "ON_SITE"]})
+    read = stored.select(read_verdict(pl.col("verdict")))["verdict"].to_list()
+    assert read == ["AT_DOOR", "REJECTED", "INCONCLUSIVE", "ON_SITE"]
+    assert set(read) <= set(TIERS)
 
 
 def test_missing_arrival_column_is_named() -> None:
@@ -237,7 +358,7 @@ def test_verdicts_do_not_depend_on_fix_row_order() -> None:
         return verify_arrivals(arrivals, frame, make_stops(), None).select(cols).sort("event_id")
 
     expected = verdicts(fx)
-    assert expected["verdict"].to_list() == ["VERIFIED", "VERIFIED", "VERIFIED", "REJECTED"]
+    assert expected["verdict"].to_list() == ["AT_DOOR", "AT_DOOR", "AT_DOOR", "INCONCLUSIVE"]
     assert fx["ts"].max() != fx["ts"][-1]  # the latest fix is a's, not the last row
     orders = [
         fx.reverse(),

@@ -45,3 +45,46 @@ def test_table_names_are_allow_listed(tmp_path: Path) -> None:
     store = Store(tmp_path / "ft.duckdb")
     with pytest.raises(UnknownTableError, match="not in the FieldTrace schema"):
         store.count("tickets; DROP TABLE tickets")
+
+
+def test_migration_4_keeps_arrival_v1_verdicts_and_checks_the_tiers(tmp_path: Path) -> None:
+    """A store verified under arrival-v1 migrates: its rows stay (read as tiers), the status
+    CHECK takes the tiers plus legacy VERIFIED and nothing else."""
+    import duckdb
+
+    from pipelines.store.schema import MIGRATIONS
+    from pipelines.views import verdict_sql
+
+    path = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR, "
+        "applied_at TIMESTAMPTZ)"
+    )
+    for migration in MIGRATIONS[:3]:
+        for statement in migration.statements:
+            con.execute(statement)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, ""])
+    at = datetime(2026, 10, 1, tzinfo=UTC)
+    con.execute(
+        "INSERT INTO arrival_checks VALUES ('E-1', 'T-1', 'tech', ?, 'VERIFIED', NULL, 'stop', "
+        "1.0, 3.0, 12, NULL, NULL, '{}', 'arrival-v1', ?)",
+        [at, at],
+    )
+    con.close()
+    with Store(path) as store:
+        assert store.schema_version() >= 4
+        read = store.query(
+            f"SELECT {verdict_sql('verdict')} AS tier, rule_version FROM arrival_checks"
+        )
+        assert read.rows() == [("AT_DOOR", "arrival-v1")]
+        row = {"event_id": "E-2", "ticket_id": "T-1", "event_ts": at, "evidence": "{}",
+               "rule_version": "arrival-v2", "computed_at": at, "p_within_radius": 0.4,
+               "p_on_site": 0.99}  # fmt: skip
+        with store.transaction() as tx:
+            tx.insert_frame("arrival_checks", pl.DataFrame([{**row, "verdict": "ON_SITE"}]))
+        bad = pl.DataFrame([{**row, "event_id": "E-3", "verdict": "MAYBE"}])
+        with pytest.raises(duckdb.ConstraintException, match="CHECK"), store.transaction() as tx:
+            tx.insert_frame("arrival_checks", bad)
+        assert store.count("arrival_checks") == 2
+        assert store.count("arrival_labels") == 0
