@@ -466,6 +466,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "edge sites: ticket origins with spectrum evidence, link state, published verdicts",
+        (
+            """
+            CREATE TABLE edge_tickets (
+                ticket_id VARCHAR PRIMARY KEY,
+                site VARCHAR NOT NULL,
+                origin VARCHAR NOT NULL,
+                device_id VARCHAR NOT NULL,
+                band VARCHAR NOT NULL,
+                rule VARCHAR NOT NULL,
+                rule_version VARCHAR NOT NULL,
+                band_values VARCHAR NOT NULL,
+                evidence VARCHAR NOT NULL,
+                series_id VARCHAR,
+                event_ts TIMESTAMPTZ NOT NULL,
+                received_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE edge_links (
+                site VARCHAR PRIMARY KEY,
+                domain VARCHAR NOT NULL,
+                stream VARCHAR NOT NULL,
+                link_state VARCHAR NOT NULL CHECK (link_state IN ('up', 'down', 'unknown')),
+                source_active_s DOUBLE,
+                backlog BIGINT NOT NULL,
+                messages_synced BIGINT NOT NULL,
+                last_sync_at TIMESTAMPTZ,
+                last_event_ts TIMESTAMPTZ,
+                error VARCHAR,
+                updated_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE verdict_publications (
+                event_id VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                verdict VARCHAR NOT NULL,
+                reason VARCHAR,
+                trigger VARCHAR NOT NULL,
+                published_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (event_id, version)
+            )
+            """,
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
@@ -492,6 +540,9 @@ TABLES: frozenset[str] = frozenset(
         "audit_log",
         "alert_runs",
         "delivery_attempts",
+        "edge_tickets",
+        "edge_links",
+        "verdict_publications",
     }
 )
 
