@@ -10,10 +10,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli import app, console, open_store, settings
-from pipelines.edge.events import check_site
-from pipelines.edge.hub import HubConfig, run_hub
 from pipelines.edge.natsd import EdgeError, free_port
-from pipelines.edge.node import EdgeConfig, describe, run_edge
 
 
 def _port(value: int | None) -> int:
@@ -37,6 +34,9 @@ def edge(
     monitor_port: Annotated[int | None, typer.Option(help="Leaf monitoring port.")] = None,
 ) -> None:
     """Run a site's edge node: leaf NATS + own JetStream domain, intake, local rules, store."""
+    from pipelines.edge.events import check_site
+    from pipelines.edge.node import EdgeConfig, describe, run_edge
+
     try:
         config = EdgeConfig(
             site=check_site(site),
@@ -65,6 +65,8 @@ def hub_cmd(
     prefix: Annotated[str, typer.Option(help="Bus subject prefix.")] = "fieldtrace",
 ) -> None:
     """Run the hub: nats-server (domain hub, leaf listener) and every site synced to the store."""
+    from pipelines.edge.hub import HubConfig, run_hub
+
     s = settings()
     config = HubConfig(
         data_dir=data_dir,

@@ -159,7 +159,7 @@ class EdgeNode:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(*BUS_ERRORS):
-                await self._nc.drain()
+                await self._nc.close()
             self._store.close()
             self.server.stop()
 
@@ -193,7 +193,18 @@ class EdgeNode:
             return JSONResponse({"accepted": count, "duplicate": bool(ack.duplicate)}, 202)
 
         async def status(_: Request) -> JSONResponse:
-            return JSONResponse({"site": names.site, **self.counters.__dict__})
+            """This process's counters, and what the site holds (survives restarts)."""
+            held: dict[str, int] = {}
+            if self._store is not None:
+                held = await asyncio.to_thread(self._held)
+            try:
+                intake = await js.consumer_info(names.intake_stream, "edge_intake")
+                pending = int(intake.num_pending or 0) + int(intake.num_ack_pending or 0)
+            except BUS_ERRORS:
+                pending = -1
+            return JSONResponse(
+                {"site": names.site, **self.counters.__dict__, "intake_pending": pending, **held}
+            )
 
         async def dispatch(_: Request) -> JSONResponse:
             return JSONResponse({"site": names.site, "dispatch": await self._dispatch_rows()})
@@ -205,6 +216,15 @@ class EdgeNode:
                 Route("/api/v1/dispatch", dispatch, methods=["GET"]),
             ]
         )
+
+    def _held(self) -> dict[str, int]:
+        store = self._store
+        assert store is not None
+        return {
+            "held_tickets": store.count("edge_tickets"),
+            "held_readings": store.count("iot_readings"),
+            "held_fixes": store.count("gps_fixes"),
+        }
 
     async def _dispatch_rows(self) -> list[dict[str, Any]]:
         """Who is coming: the hub's dispatch decisions as the site's own store holds them."""

@@ -99,7 +99,13 @@ def _outage(site: Site, outage_s: float, *, kill: bool) -> None:
     site.hub.stop()
     t0 = time.monotonic()
     _plant(site, kill_after_half=kill)
-    wait_for(lambda: site.edge.status()["tickets"] >= 3, timeout_s=30, what="edge tickets")
+    wait_for(
+        lambda: site.edge.status()["held_readings"] == N_READINGS,
+        timeout_s=60,
+        what="the edge's own store to hold every reading",
+    )
+    status = site.edge.status()
+    assert (status["held_tickets"], status["intake_pending"]) == (3, 0)
     assert site.store.count("edge_tickets") == 0  # nothing reached the hub during the cut
     time.sleep(max(0.0, outage_s - (time.monotonic() - t0)))
     site.hub.start()
