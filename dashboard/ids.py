@@ -11,6 +11,7 @@ STATUS_QUARANTINE_CHART = "status-quarantine-chart"
 STATUS_BATCHES_CHART = "status-batches-chart"
 STATUS_BATCHES_TABLE = "status-batches-table"
 STATUS_QUARANTINE_TABLE = "status-quarantine-table"
+STATUS_EDGE_TABLE = "status-edge-table"
 
 USER_BADGE = "user-badge"
 
@@ -35,6 +36,8 @@ TICKET_TIMELINE = "ticket-timeline"
 TICKET_ARRIVAL_MAP = "ticket-arrival-map"
 TICKET_EVIDENCE = "ticket-evidence"
 TICKET_CHECKLIST = "ticket-checklist"
+TICKET_ORIGIN = "ticket-origin"
+TICKET_ORIGIN_SPECTRUM = "ticket-origin-spectrum"
 
 # Alerts & warehouse page
 ALERTS_LIST = "alerts-list"

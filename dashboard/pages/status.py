@@ -12,6 +12,7 @@ from dashboard.context import AppContext
 from dashboard.figures.status import batches_bar, quarantine_bar
 from dashboard.pages import Page
 from pipelines.store import queries
+from pipelines.views import edge as edge_views
 
 ROLES = ALL_ROLES
 _SHOWN_TABLES = (
@@ -44,6 +45,8 @@ def layout(**_: Any) -> html.Div:
             dcc.Loading(html.Div(id=ids.STATUS_BATCHES_TABLE)),
             html.H3("Latest quarantined rows"),
             dcc.Loading(html.Div(id=ids.STATUS_QUARANTINE_TABLE)),
+            html.H3("Edge sites"),
+            dcc.Loading(html.Div(id=ids.STATUS_EDGE_TABLE)),
         ]
     )
 
@@ -74,6 +77,13 @@ def _table(frame: Any, table_id: str) -> Any:
     )
 
 
+def _edge_sites(store: Any) -> Any:
+    links = edge_views.site_links(store)
+    if links.is_empty():
+        return html.Div("No edge site has synced to this store.", className="muted small")
+    return _table(links, "status-edge-datatable")
+
+
 def register(app: Dash, ctx: AppContext) -> None:
     @app.callback(
         Output(ids.STATUS_COUNTS, "children"),
@@ -81,6 +91,7 @@ def register(app: Dash, ctx: AppContext) -> None:
         Output(ids.STATUS_QUARANTINE_CHART, "figure"),
         Output(ids.STATUS_BATCHES_TABLE, "children"),
         Output(ids.STATUS_QUARANTINE_TABLE, "children"),
+        Output(ids.STATUS_EDGE_TABLE, "children"),
         Input(ids.STATUS_REFRESH, "n_intervals"),
     )
     @guard(ROLES)
@@ -95,6 +106,7 @@ def register(app: Dash, ctx: AppContext) -> None:
             quarantine_bar(queries.quarantine_by_reason(store)),
             _table(batches.drop("batch_id"), "status-batches-datatable"),
             _table(queries.quarantine_sample(store), "status-quarantine-datatable"),
+            _edge_sites(store),
         )
 
 

@@ -13,11 +13,13 @@ from dash import Dash, Input, Output, dcc, html
 from dashboard import ids
 from dashboard.auth import guard, require_principal
 from dashboard.context import AppContext
+from dashboard.figures.edge import evidence_spectrum_figure
 from dashboard.figures.maps import Basemap, DecisiveFix, arrival_figure
 from dashboard.figures.status import empty_figure
 from dashboard.figures.ticket import evidence_list, evidence_rows, timeline_figure
 from dashboard.pages import Page
 from pipelines.views import data_clock
+from pipelines.views import edge as edge_views
 from pipelines.views import ticket as views
 from pipelines.views.checklist import ChecklistItem, build_checklist
 
@@ -231,6 +233,7 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
                 f"(≤ {th.stop_max_diameter_m:g} m for ≥ {th.stop_min_duration_s:g} s)",
                 className="small muted",
             ),
+            *_origin_block(ctx, t["ticket_id"]),
         ]
     )
     return (
@@ -240,6 +243,17 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
         evidence_panel(check),
         checklist_panel(items),
     )
+
+
+def _origin_block(ctx: AppContext, ticket_id: str) -> list[Any]:
+    """For a ticket created at an edge node: its origin and the spectrum its rule saw."""
+    origin = edge_views.ticket_origin(ctx.store, ticket_id)
+    if origin is None:
+        return []
+    return [
+        html.Div(edge_views.origin_summary(origin), className="small", id=ids.TICKET_ORIGIN),
+        dcc.Graph(id=ids.TICKET_ORIGIN_SPECTRUM, figure=evidence_spectrum_figure(origin)),
+    ]
 
 
 def register(app: Dash, ctx: AppContext) -> None:

@@ -236,7 +236,8 @@ def touched_arrivals(store: Store, settings: Settings, fixes: pl.DataFrame) -> p
         return pl.DataFrame()
     th = thresholds_from(settings.thresholds)
     arrivals = load_arrivals(store)
-    arrivals = arrivals.filter(pl.col("technician_id").is_in(fixes["technician_id"].unique().to_list()))
+    technicians = fixes["technician_id"].unique().to_list()
+    arrivals = arrivals.filter(pl.col("technician_id").is_in(technicians))
     if arrivals.height == 0:
         return arrivals
     windows = pl.concat([arrivals.select("event_id"), _windows(arrivals, th)], how="horizontal")
