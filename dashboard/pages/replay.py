@@ -32,6 +32,7 @@ from pipelines.views.replay import (
     ticket_row,
     vibration_samples,
 )
+from pipelines.views import edge as edge_views
 
 ROLES = frozenset({"dispatcher", "analyst"})
 SPEEDS = (0.5, 1, 5, 10, 60)
@@ -158,6 +159,9 @@ def spectrum_view(ctx: AppContext, bundle: ReplayBundle) -> tuple[Any, dict[str,
         f"{series['device_id']} · {series['series_id']} · {row['rpm'] or '?'} rpm · "
         "envelope spectrum"
     )
+    origin = edge_views.ticket_origin(ctx.store, bundle.ticket["ticket_id"])
+    if origin is not None:  # a ticket created at an edge node: say where and by which rule
+        title = f"{title}<br>{edge_views.origin_summary(origin)}"
     return panels.spectrum_figure(
         row["samples"], sample_rate_hz=row["sample_rate_hz"], rpm=row["rpm"], title=title
     ), {}

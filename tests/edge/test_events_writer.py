@@ -170,3 +170,18 @@ def test_writer_is_idempotent_and_views_show_the_origin(tmp_path: Path) -> None:
     assert links.select("site", "link_state").rows() == [("s1", "down")]
     assert links["last_sync_utc"][0] is not None  # an unknown last sync keeps the stored one
     store.close()
+
+
+def test_ticket_page_origin_block_for_an_edge_ticket(tmp_path: Path) -> None:
+    from dashboard.context import AppContext
+    from dashboard.pages.ticket import _origin_block
+    from pipelines.settings import load_settings
+
+    ctx = AppContext(load_settings(store_path=tmp_path / "s.duckdb"))
+    write_events(ctx.store, [decode(encode(e)[0], "t") for e in _batch()], received_at=T0)
+    ticket_id = ctx.store.scalar("SELECT ticket_id FROM tickets")
+    summary, graph = _origin_block(ctx, ticket_id)
+    assert "created at edge site s1" in summary.children
+    assert graph.figure.layout.title.text == "Edge evidence: bearing_band_energy@1"
+    assert _origin_block(ctx, "not-an-edge-ticket") == []
+    ctx.store.close()

@@ -116,7 +116,11 @@ def _outage(site: Site, outage_s: float, *, kill: bool) -> None:
     assert site.store.count("edge_tickets") == 0  # nothing reached the hub during the cut
     time.sleep(max(0.0, outage_s - (time.monotonic() - t0)))
     site.hub.start()
+    t_back = time.monotonic()
     _assert_hub_complete(site)
+    print(
+        f"\noutage {outage_s:.0f} s: hub complete {time.monotonic() - t_back:.1f} s after restart"
+    )
 
 
 def _dispatch_first_ticket(site: Site) -> None:
