@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast lint bench chromium clean
+.PHONY: install demo test test-fast lint bench chromium services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "FieldTrace needs Python 3.11"'
@@ -28,13 +28,24 @@ chromium:
 			chromium chromium-driver; \
 	fi
 
-demo: install
+# Debian's nats-server (JetStream: the live bus) and mosquitto (MQTT for IoT). The tests use
+# 127.0.0.1:4222 / :1883 when they answer and start throwaway instances otherwise.
+services:
+	@if command -v nats-server >/dev/null && command -v mosquitto >/dev/null; then \
+		echo "services: $$(nats-server --version 2>/dev/null), mosquitto present"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			nats-server mosquitto; \
+	fi
+
+demo: install services
 	$(BIN)/fieldtrace demo
 
-test: install chromium
+test: install chromium services
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test-fast: install
+test-fast: install services
 	$(BIN)/pytest -q -m "not browser and not slow"
 
 lint: install

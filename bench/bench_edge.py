@@ -37,7 +37,7 @@ from pipelines.edge.hub import HubConfig, HubSync  # noqa: E402
 from pipelines.edge.natsd import NatsServer, free_port  # noqa: E402
 from pipelines.edge.streams import connect  # noqa: E402
 from pipelines.settings import load_settings  # noqa: E402
-from pipelines.store import Store  # noqa: E402
+from pipelines.store.gateway import Store  # noqa: E402
 
 GOAL_S = 10.0
 
@@ -155,9 +155,10 @@ def run(n_readings: int, per_message: int, root: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         hub.start()
         listening_s = time.perf_counter() - t0
-        replicated_s = _wait(
-            lambda: site_stream_messages(hub.spec.client_url) >= messages, 120, "hub stream"
-        ) + listening_s
+        replicated_s = (
+            _wait(lambda: site_stream_messages(hub.spec.client_url) >= messages, 120, "hub stream")
+            + listening_s
+        )
         caught_up_s = (
             _wait(lambda: store.count("iot_readings") >= n_readings, 120, "hub store")
             + replicated_s
@@ -199,8 +200,7 @@ def main() -> None:
         result = run(args.readings, args.per_message, Path(tmp))
     path = write_results("edge", result)
     show(
-        f"Edge link restore, {result['readings']:,} readings "
-        f"({result['per_message']} per message)",
+        f"Edge link restore, {result['readings']:,} readings ({result['per_message']} per message)",
         [
             ("hub listening", f"{result['hub_listening_s']} s", "restart of nats-server"),
             ("hub stream has all", f"{result['hub_stream_replicated_s']} s", "source catch-up"),

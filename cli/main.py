@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, arrivals, fetch, ingest, serve, users
+from cli import alerts, arrivals, edge, fetch, ingest, serve, users
 from cli.common import State
 
 app = typer.Typer(
@@ -46,6 +46,8 @@ app.add_typer(fetch.fetch_app, name="fetch")
 app.add_typer(users.users_app, name="users")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(arrivals.arrivals_app, name="arrivals")
+app.command()(edge.edge)
+app.command()(edge.hub)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from dashboard.figures import replay_panels as panels
 from dashboard.figures.maps import Basemap
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
+from pipelines.views import edge as edge_views
 from pipelines.views.replay import (
     ReplayBundle,
     ReplayError,
@@ -32,7 +33,6 @@ from pipelines.views.replay import (
     ticket_row,
     vibration_samples,
 )
-from pipelines.views import edge as edge_views
 
 ROLES = frozenset({"dispatcher", "analyst"})
 SPEEDS = (0.5, 1, 5, 10, 60)

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from pipelines.arrivals import (
+from pipelines.arrivals.runner import (
     _windows,
     load_arrivals,
     load_evidence,
@@ -54,7 +54,7 @@ from pipelines.edge.streams import (
 )
 from pipelines.edge.writer import WriteCounts, write_events
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ from pipelines.edge.streams import (
     publish_event,
 )
 from pipelines.edge.writer import write_events
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import polars as pl
 from cloudevents.core.v1.event import CloudEvent
 
 from pipelines.edge.events import TYPE_DISPATCH, TYPE_TICKET, event_frames, parse_ts
-from pipelines.store import Store, Tx
+from pipelines.store.gateway import Store, Tx
 
 H3_RESOLUTION: Final = 9
 

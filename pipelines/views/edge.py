@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 
 def site_links(store: Store) -> pl.DataFrame:

@@ -29,7 +29,7 @@ from pipelines.edge.hub import HubConfig, HubSync
 from pipelines.edge.natsd import NatsServer, free_port
 from pipelines.edge.streams import connect
 from pipelines.settings import load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 FS_HZ = 12_000.0
 RPM = 1797.0

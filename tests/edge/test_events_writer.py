@@ -32,7 +32,7 @@ from pipelines.edge.events import (
 from pipelines.edge.hub import write_links
 from pipelines.edge.natsd import EdgeConfigError, ServerSpec, server_config
 from pipelines.edge.writer import write_events
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views.edge import origin_summary, site_links, ticket_origin
 from tests.edge.conftest import make_fault_record
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from pipelines.arrivals import load_arrivals
+from pipelines.arrivals.runner import load_arrivals
 from pipelines.edge.events import VERDICT_STREAM, verdict_subject
 from pipelines.edge.hub import recheck_arrivals, verify_and_version
 from pipelines.edge.streams import connect, publish_event

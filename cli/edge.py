@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli import app, console, open_store, settings
+from cli.common import console, open_store, settings
 from pipelines.edge.natsd import EdgeError, free_port
 
 
@@ -17,9 +17,10 @@ def _port(value: int | None) -> int:
     return free_port() if value is None else value
 
 
-@app.command()
 def edge(
-    site: Annotated[str, typer.Option(help="Site name (lowercase letters, digits, dashes), e.g. tower-7.")],
+    site: Annotated[
+        str, typer.Option(help="Site name (lowercase letters, digits, dashes), e.g. tower-7.")
+    ],
     hub: Annotated[
         str, typer.Option(help="The hub's leaf-node URL, e.g. nats-leaf://127.0.0.1:7422.")
     ],
@@ -56,8 +57,7 @@ def edge(
         raise typer.Exit(2) from exc
 
 
-@app.command("hub")
-def hub_cmd(
+def hub(
     data_dir: Annotated[Path, typer.Option(help="Hub JetStream data.")] = Path("data/hub"),
     nats_port: Annotated[int, typer.Option(help="Hub client port.")] = 4232,
     leaf_port: Annotated[int, typer.Option(help="Port edge nodes connect to.")] = 7422,
