@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from geofence.bearing import DEFAULT_RULE, BandRule, evaluate_bearing
+from geofence.errors import GeofenceError
 from geofence.spectrum import SKF_6205_2RS, BearingGeometry
 from pipelines.edge.events import (
     HUB_SOURCE,
@@ -246,11 +247,12 @@ class EdgeNode:
         while True:
             try:
                 msgs = await sub.fetch(64, timeout=0.5)
+                for msg in msgs:
+                    await self._intake_one(js, msg)
+                    await msg.ack()
             except BUS_ERRORS:
-                continue
-            for msg in msgs:
-                await self._intake_one(js, msg)
-                await msg.ack()
+                # unacked messages come back after the ack wait: nothing is lost
+                await asyncio.sleep(0.2)
 
     async def _intake_one(self, js: JetStreamContext, msg: Msg) -> None:
         kind = msg.subject.rsplit(".", 1)[-1]
@@ -258,7 +260,7 @@ class EdgeNode:
         self.counters.intake_messages += 1
         try:
             event = await asyncio.to_thread(self._to_event, kind, msg.data, where)
-        except IntakeError as exc:
+        except (IntakeError, GeofenceError) as exc:  # a bad record never stops the intake
             self.counters.intake_rejected += 1
             await asyncio.to_thread(self._quarantine, kind, msg, str(exc))
             return

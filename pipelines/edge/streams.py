@@ -50,6 +50,10 @@ BUS_ERRORS: Final = (NatsError, JsError, asyncio.TimeoutError, OSError)
 
 async def connect(url: str, *, name: str) -> Client:
     """A client that reconnects for ever (a site lives with its link going up and down)."""
+
+    async def quiet(exc: Exception) -> None:  # a link that comes and goes is normal here
+        log.info("bus %s: %r", name, exc)
+
     return await nats.connect(
         url,
         name=name,
@@ -57,6 +61,7 @@ async def connect(url: str, *, name: str) -> Client:
         reconnect_time_wait=0.25,
         connect_timeout=2,
         allow_reconnect=True,
+        error_cb=quiet,
     )
 
 
@@ -142,17 +147,29 @@ async def drain_batch(
         msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT_S)
     except (TimeoutError, nats.errors.TimeoutError):
         return 0
-    events: list[CloudEvent] = []
+    pairs: list[tuple[Msg, CloudEvent]] = []
     for msg in msgs:
         try:
-            events.append(decode(msg.data, f"{msg.subject} seq {msg.metadata.sequence.stream}"))
+            pairs.append((msg, decode(msg.data, _where(msg))))
         except EventError as exc:
             await on_bad(msg, exc)
-    if events:
-        await handler(events)
+    if pairs:
+        try:
+            await handler([event for _, event in pairs])
+        except (KeyError, TypeError, ValueError):
+            # one malformed event poisons its batch: write one by one, set aside the bad ones
+            for msg, event in pairs:
+                try:
+                    await handler([event])
+                except (KeyError, TypeError, ValueError) as exc:
+                    await on_bad(msg, EventError(f"{_where(msg)}: data unusable ({exc!r})"))
     for msg in msgs:
         await msg.ack()
     return len(msgs)
+
+
+def _where(msg: Msg) -> str:
+    return f"{msg.subject} seq {msg.metadata.sequence.stream}"
 
 
 def utcnow() -> datetime:

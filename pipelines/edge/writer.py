@@ -40,10 +40,14 @@ def _insert_new(tx: Tx, table: str, frame: pl.DataFrame, keys: Sequence[str]) ->
     if frame.height == 0:
         return 0
     view = f"_edge_new_{table}"
-    tx.register(view, frame)
+    tx.register(view, frame.with_row_index("_ft_ord"))
     try:
         on = " AND ".join(f't."{k}" = n."{k}"' for k in keys)
-        fresh = tx.query(f"SELECT n.* FROM {view} n ANTI JOIN {table} t ON {on}")
+        # the join does not keep row order: restore the frame's (event-time) order
+        fresh = tx.query(
+            f"SELECT n.* EXCLUDE (_ft_ord) FROM {view} n ANTI JOIN {table} t ON {on} "
+            "ORDER BY n._ft_ord"
+        )
     finally:
         tx.unregister(view)
     return tx.insert_frame(table, fresh)

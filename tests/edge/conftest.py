@@ -72,11 +72,11 @@ def make_fault_record(
     }
 
 
-def make_readings(start: datetime, n: int, *, device_id: str = "temp-1") -> list[dict[str, Any]]:
-    """``n`` readings one second apart, in event-time order."""
+def make_readings(start: datetime, n: int, *, devices: int = 3) -> list[dict[str, Any]]:
+    """``n`` readings one second apart, in event-time order, round-robin over ``devices``."""
     return [
         {
-            "device_id": device_id,
+            "device_id": f"temp-{i % devices}",
             "ts": (start + timedelta(seconds=i)).isoformat(),
             "metric": "temperature",
             "value": 20.0 + (i % 100) / 10,
