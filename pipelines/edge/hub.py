@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 DURABLE: Final = "hub_store"
 LINK_DOWN_AFTER_S: Final = 10.0
+# Each source is polled with a short fetch so an idle one (dispatch, a quiet site) does not hold
+# up a busy one; when nothing moved at all the loop rests this long.
+POLL_TIMEOUT_S: Final = 0.05
+IDLE_SLEEP_S: Final = 0.2
 SITE_PREFIX: Final = "SITE_"
 
 
@@ -118,9 +122,11 @@ class HubSync:
                 await ensure_hub_streams(js, self.prefix)
                 await self.discover(js)
                 moved = await self.sync_once(js, batch=batch)
-                if loop.time() - last_links > 1.0 or not moved:
+                if loop.time() - last_links > 1.0:
                     await self.refresh_links(js)
                     last_links = loop.time()
+                if not moved:
+                    await asyncio.sleep(IDLE_SLEEP_S)
             except BUS_ERRORS as exc:
                 log.info("hub bus unavailable (%r); retrying", exc)
                 await asyncio.sleep(0.5)
@@ -152,7 +158,9 @@ class HubSync:
                 if counts.fixes:
                     await self.recheck(js, counts)
 
-            moved += await drain_batch(state.sub, write, batch=batch, on_bad=self._bad)
+            moved += await drain_batch(
+                state.sub, write, batch=batch, on_bad=self._bad, timeout_s=POLL_TIMEOUT_S
+            )
         if self.dispatch_sub is not None:
 
             async def write_dispatch(events: list[CloudEvent]) -> None:
@@ -161,7 +169,11 @@ class HubSync:
                 )
 
             moved += await drain_batch(
-                self.dispatch_sub, write_dispatch, batch=batch, on_bad=self._bad
+                self.dispatch_sub,
+                write_dispatch,
+                batch=batch,
+                on_bad=self._bad,
+                timeout_s=POLL_TIMEOUT_S,
             )
         return moved
 

@@ -324,11 +324,14 @@ class EdgeNode:
             log.warning("edge store: %s", exc)
 
         while True:
+            moved = 0
             for sub in subs:
                 try:
-                    await drain_batch(sub, write, batch=256, on_bad=bad)
+                    moved += await drain_batch(sub, write, batch=256, on_bad=bad, timeout_s=0.05)
                 except BUS_ERRORS:
                     await asyncio.sleep(0.2)
+            if not moved:
+                await asyncio.sleep(0.2)
 
     # -- stage 5: the hub's stream of this site ---------------------------------------------
     async def _register_loop(self) -> None:

@@ -138,13 +138,14 @@ async def drain_batch(
     *,
     batch: int,
     on_bad: Callable[[Msg, EventError], Awaitable[None]],
+    timeout_s: float = FETCH_TIMEOUT_S,
 ) -> int:
     """Fetch up to ``batch`` messages, hand the good events to ``handler``, ack after it.
 
     A message that is not a CloudEvent goes to ``on_bad`` and is acked (it would never get
     better). Returns how many messages were fetched (0 on an empty fetch)."""
     try:
-        msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT_S)
+        msgs = await sub.fetch(batch, timeout=timeout_s)
     except (TimeoutError, nats.errors.TimeoutError):
         return 0
     pairs: list[tuple[Msg, CloudEvent]] = []
