@@ -12,6 +12,7 @@ BENCHES = (
     "bench.bench_clusters",
     "bench.bench_dashboard",
     "bench.bench_replay",
+    "bench.bench_edge",
 )
 
 

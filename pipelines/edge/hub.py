@@ -59,7 +59,7 @@ from pipelines.store.gateway import Store
 log = logging.getLogger(__name__)
 
 DURABLE: Final = "hub_store"
-LINK_DOWN_AFTER_S: Final = 10.0
+LINK_DOWN_AFTER_S: Final = 5.0  # heartbeats keep `active` near 0.15 s while up
 # Each source is polled with a short fetch so an idle one (dispatch, a quiet site) does not hold
 # up a busy one; when nothing moved at all the loop rests this long.
 POLL_TIMEOUT_S: Final = 0.05

@@ -225,6 +225,7 @@ class EdgeNode:
             "held_tickets": store.count("edge_tickets"),
             "held_readings": store.count("iot_readings"),
             "held_fixes": store.count("gps_fixes"),
+            "held_quarantined": store.count("quarantine"),
         }
 
     async def _dispatch_rows(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import polars as pl
+import pytest
 
 from pipelines.arrivals.runner import load_arrivals
 from pipelines.edge.events import VERDICT_STREAM, verdict_subject
@@ -79,6 +80,7 @@ def _last_published(site: Site) -> dict[str, object]:
     return asyncio.run(read())
 
 
+@pytest.mark.slow  # real hub + edge processes: ~20 s on the shared 2-core machine
 def test_late_fixes_publish_a_corrected_verdict_with_a_raised_version(site: Site) -> None:
     settings = load_settings()
     arrived = _seed_arrival(site)
@@ -112,3 +114,12 @@ def test_late_fixes_publish_a_corrected_verdict_with_a_raised_version(site: Site
     # the same fixes again change nothing: no third version
     fixes = site.store.query("SELECT technician_id, ts FROM gps_fixes")
     assert recheck_arrivals(site.store, settings, fixes, "again") == []
+
+    # the site goes dark: the hub shows its link down, the last sync kept, no backlog known
+    site.edge.stop()
+    wait_for(
+        lambda: site.store.query("SELECT link_state FROM edge_links").rows() == [("down",)],
+        timeout_s=20,
+        what="link down",
+    )
+    assert site.store.scalar("SELECT last_sync_at FROM edge_links") is not None

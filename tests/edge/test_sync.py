@@ -65,8 +65,11 @@ def _plant(site: Site, *, kill_after_half: bool) -> None:
     _mqtt_publish(
         site.edge.mqtt_port,
         "fieldtrace/intake/s1/iot",
-        [json.dumps(r).encode() for r in mqtt_part],
+        [json.dumps(r).encode() for r in mqtt_part] + [b'{"device_id": "temp-0", "ts": "soon"}'],
     )
+    bad = site.edge.post("iot", [{"device_id": "temp-0", "ts": 1, "metric": "t", "value": "hot"}])
+    assert bad.status_code == 400
+    assert "value='hot'" in bad.json()["error"]
 
 
 def _assert_hub_complete(site: Site) -> None:
@@ -112,6 +115,7 @@ def _outage(site: Site, outage_s: float, *, kill: bool) -> None:
         timeout_s=60,
         what="the edge's own store to hold every reading",
     )
+    wait_for(lambda: site.edge.status()["held_quarantined"] == 1, timeout_s=10, what="quarantine")
     status = site.edge.status()
     assert (status["held_tickets"], status["intake_pending"]) == (3, 0)
     assert site.store.count("edge_tickets") == 0  # nothing reached the hub during the cut
@@ -154,6 +158,7 @@ def _dispatch_first_ticket(site: Site) -> None:
     ]
 
 
+@pytest.mark.slow  # real hub + edge processes: ~45 s on the shared 2-core machine
 def test_kill9_of_the_edge_during_the_outage_loses_and_doubles_nothing(site: Site) -> None:
     _outage(site, OUTAGE_S, kill=True)
     wait_for(
