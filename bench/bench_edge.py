@@ -79,7 +79,7 @@ class Hub:
         async def body() -> None:
             nc = await connect(self.url, name="bench-hub-sync")
             try:
-                await self.sync.run(nc, batch=64)
+                await self.sync.run(nc)
             finally:
                 await nc.close()
 

@@ -3,9 +3,9 @@ re-check what late data touches, and publish dispatch decisions and corrected ve
 
 ``HubSync.run`` loops over three small steps:
 
-1. ``sync_once``     – for each ``SITE_<S>`` stream (found by name), fetch a batch on the
-   durable ``hub_store`` consumer, write it (``writer.write_events``: event time kept,
-   duplicates absorbed), ack after the commit. The hub's ``DISPATCH`` stream is written too.
+1. ``_source_loop``  – one loop per ``SITE_<S>`` stream (found by name) and one for the
+   hub's ``DISPATCH``: fetch a batch on the durable ``hub_store`` consumer, write it
+   (``writer.write_events``: event time kept, duplicates absorbed), ack after the commit.
 2. ``recheck``       – fixes that arrived now may fall in the evidence window of an "arrived"
    already judged: those arrivals are verified again with the arrivals runner's stages, and
    a verdict that changed is published on ``<prefix>.hub.arrival.verdict`` with its version
@@ -16,6 +16,7 @@ re-check what late data touches, and publish dispatch decisions and corrected ve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from pipelines.edge.events import (
 from pipelines.edge.natsd import NatsServer, ServerSpec, free_port
 from pipelines.edge.streams import (
     BUS_ERRORS,
+    Handler,
     connect,
     drain_batch,
     durable_pull,
@@ -57,13 +59,11 @@ from pipelines.settings import Settings
 from pipelines.store.gateway import Store
 
 log = logging.getLogger(__name__)
+PullSub = JetStreamContext.PullSubscription
 
 DURABLE: Final = "hub_store"
 LINK_DOWN_AFTER_S: Final = 5.0  # heartbeats keep `active` near 0.15 s while up
-# Each source is polled with a short fetch so an idle one (dispatch, a quiet site) does not hold
-# up a busy one; when nothing moved at all the loop rests this long.
-POLL_TIMEOUT_S: Final = 0.05
-IDLE_SLEEP_S: Final = 0.2
+LINKS_EVERY_S: Final = 1.0  # new sites found and link state refreshed this often
 SITE_PREFIX: Final = "SITE_"
 
 
@@ -114,22 +114,28 @@ class HubSync:
 
     # -- loop -------------------------------------------------------------------------------
     async def run(self, nc: Client, *, batch: int = 256) -> None:
+        """Every second: find new sites, keep one consumer loop per source, refresh links."""
         js = nc.jetstream(timeout=2)
-        last_links = 0.0
-        loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
-            try:
-                await ensure_hub_streams(js, self.prefix)
-                await self.discover(js)
-                moved = await self.sync_once(js, batch=batch)
-                if loop.time() - last_links > 1.0:
+        loops: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await ensure_hub_streams(js, self.prefix)
+                    await self.discover(js)
+                    for name, (sub, write) in self._sources(js).items():
+                        if name not in loops or loops[name].done():
+                            loops[name] = asyncio.create_task(
+                                self._source_loop(sub, write, batch), name=name
+                            )
                     await self.refresh_links(js)
-                    last_links = loop.time()
-                if not moved:
-                    await asyncio.sleep(IDLE_SLEEP_S)
-            except BUS_ERRORS as exc:
-                log.info("hub bus unavailable (%r); retrying", exc)
-                await asyncio.sleep(0.5)
+                except BUS_ERRORS as exc:
+                    log.info("hub bus unavailable (%r); retrying", exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=LINKS_EVERY_S)
+        finally:
+            for task in loops.values():
+                task.cancel()
+            await asyncio.gather(*loops.values(), return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -142,10 +148,10 @@ class HubSync:
         if self.dispatch_sub is None:
             self.dispatch_sub = await durable_pull(js, DISPATCH_STREAM, DURABLE)
 
-    async def sync_once(self, js: JetStreamContext, *, batch: int) -> int:
-        """One fetch per site and one of dispatch; returns how many messages were written."""
-        moved = 0
-        for state in self.sites.values():
+    def _sources(self, js: JetStreamContext) -> dict[str, tuple[PullSub, Handler]]:
+        """Each source's subscription and its write step (a site's also re-checks)."""
+        sources: dict[str, tuple[PullSub, Handler]] = {}
+        for name, state in self.sites.items():
 
             async def write(events: list[CloudEvent], state: SiteState = state) -> None:
                 counts = await asyncio.to_thread(
@@ -158,9 +164,7 @@ class HubSync:
                 if counts.fixes:
                     await self.recheck(js, counts)
 
-            moved += await drain_batch(
-                state.sub, write, batch=batch, on_bad=self._bad, timeout_s=POLL_TIMEOUT_S
-            )
+            sources[name] = (state.sub, write)
         if self.dispatch_sub is not None:
 
             async def write_dispatch(events: list[CloudEvent]) -> None:
@@ -168,14 +172,17 @@ class HubSync:
                     write_events, self.store, events, received_at=datetime.now(UTC)
                 )
 
-            moved += await drain_batch(
-                self.dispatch_sub,
-                write_dispatch,
-                batch=batch,
-                on_bad=self._bad,
-                timeout_s=POLL_TIMEOUT_S,
-            )
-        return moved
+            sources[DISPATCH_STREAM] = (self.dispatch_sub, write_dispatch)
+        return sources
+
+    async def _source_loop(self, sub: PullSub, write: Handler, batch: int) -> None:
+        """Fetch, write, ack, for ever; an idle source waits on its own fetch only."""
+        while True:
+            try:
+                await drain_batch(sub, write, batch=batch, on_bad=self._bad)
+            except BUS_ERRORS as exc:
+                log.info("hub source unavailable (%r); retrying", exc)
+                await asyncio.sleep(0.5)
 
     async def _bad(self, msg: Msg, exc: EventError) -> None:
         log.warning("hub sync: %s", exc)

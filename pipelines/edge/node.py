@@ -54,7 +54,7 @@ from pipelines.edge.events import (
     readings_event,
     ticket_event,
 )
-from pipelines.edge.natsd import NatsServer, ServerSpec, check_domain, free_port
+from pipelines.edge.natsd import EdgeError, NatsServer, ServerSpec, check_domain, free_port
 from pipelines.edge.streams import (
     BUS_ERRORS,
     connect,
@@ -146,23 +146,31 @@ class EdgeNode:
                 lifespan="off",
             )
         )
-        tasks = [
+        register = asyncio.create_task(self._register_loop(), name="register")
+        serving = [  # these run for ever: one that ends has failed
             asyncio.create_task(self._intake_loop(js), name="intake"),
             asyncio.create_task(self._store_loop(js), name="store"),
-            asyncio.create_task(self._register_loop(), name="register"),
             asyncio.create_task(http.serve(), name="http"),
         ]
+        stopping = asyncio.create_task(self._stopping.wait(), name="stopping")
+        failed: str | None = None
         try:
-            await self._stopping.wait()
+            done, _ = await asyncio.wait([stopping, *serving], return_when=asyncio.FIRST_COMPLETED)
+            # stop the node loudly (a supervisor restarts it; JetStream kept the unacked)
+            ended = [t for t in done if t is not stopping]
+            if ended:
+                failed = f"{ended[0].get_name()} ended: {ended[0].exception()!r}"
         finally:
             http.should_exit = True
-            for task in tasks[:3]:
+            for task in [stopping, register, *serving[:2]]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(register, *serving, return_exceptions=True)
             with contextlib.suppress(*BUS_ERRORS):
                 await self._nc.close()
             self._store.close()
             self.server.stop()
+        if failed is not None:
+            raise EdgeError(f"edge {self.config.site}: stage {failed}")
 
     def stop(self) -> None:
         self._stopping.set()
