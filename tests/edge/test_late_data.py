@@ -108,9 +108,9 @@ def test_late_fixes_publish_a_corrected_verdict_with_a_raised_version(site: Site
     assert published["verdictversion"] == "2"
     data = published["data"]
     assert isinstance(data, dict)
-    assert (data["version"], data["verdict"], data["trigger"]) == (2, "VERIFIED", "late_fixes")
+    assert (data["version"], data["verdict"], data["trigger"]) == (2, "AT_DOOR", "late_fixes")
     check = site.store.query("SELECT verdict, n_fixes FROM arrival_checks").row(0)
-    assert check[0] == "VERIFIED"
+    assert check[0] == "AT_DOOR"
     # the same fixes again change nothing: no third version
     fixes = site.store.query("SELECT technician_id, ts FROM gps_fixes")
     assert recheck_arrivals(site.store, settings, fixes, "again") == []
