@@ -25,3 +25,15 @@ class SourceFormatError(FieldTraceError, ValueError):
 
 class FetchError(FieldTraceError, ConnectionError):
     """An HTTP feed failed after its retries."""
+
+
+class BusError(FieldTraceError, ConnectionError):
+    """The event bus (NATS JetStream) is unreachable or did not acknowledge a publish."""
+
+
+class EventFormatError(FieldTraceError, ValueError):
+    """A live message (OsmAnd request, CloudEvent, MQTT payload) is malformed; names the field."""
+
+
+class AuthError(FieldTraceError, PermissionError):
+    """A live message lacks a valid API key or device token."""

@@ -113,6 +113,31 @@ class Settings(BaseSettings):
         "login", description="'open' disables login (local analysis only)."
     )
 
+    bus_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server with JetStream (the event bus)."
+    )
+    bus_prefix: str = Field(
+        "fieldtrace",
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="First subject token and stream-name prefix on the bus.",
+    )
+    bus_duplicate_window_s: float = Field(
+        3600.0, description="JetStream de-duplication window for Nats-Msg-Id (phone retries)."
+    )
+    bus_timeout_s: float = Field(2.0, description="Wait at most this for a publish ack.")
+    receiver_host: str = Field("127.0.0.1", description="Interface the live receivers bind.")
+    osmand_port: int = Field(5055, description="Port of the OsmAnd (Traccar) position receiver.")
+    events_port: int = Field(8070, description="Port of the CloudEvents receiver /api/v1/events.")
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker for IoT readings.")
+    devices_file: Path = Field(
+        Path("data/devices.toml"), description="Known OsmAnd devices, technician and token hash."
+    )
+    api_keys_file: Path = Field(
+        Path("data/api_keys.toml"), description="CloudEvents API keys (hashed) and their types."
+    )
+    writer_max_batch_s: float = Field(1.0, description="A live writer commits at least this often.")
+    writer_max_batch_msgs: int = Field(2000, description="Most bus messages in one write.")
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -1,0 +1,1 @@
+"""Live operations: the event bus, receivers, writers and the simulator (issue 11)."""
