@@ -11,6 +11,9 @@ from hypothesis import settings as hypothesis_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Real services (NATS JetStream, Mosquitto): the machine's when they answer, else throwaway.
+pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.mqtt"]
+
 # Property-test profiles: `default` keeps `make test` quick (about 1,500 mutated rows per
 # source); `pytest --hypothesis-profile=thorough tests/pipelines/test_source_properties.py`
 # runs more than 10,000 mutated rows per source.

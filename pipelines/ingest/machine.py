@@ -446,6 +446,44 @@ def _fault_pause_in_write() -> None:
         time.sleep(float(pause))
 
 
+def validate_parsed(
+    store: Store,
+    spec: KindSpec,
+    parsed: ParsedBatch,
+    settings: Settings,
+    opts: IngestOptions,
+    say: Progress | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Stages coerce, normalize and validate of one parsed batch (a file's or a live
+    micro-batch's): returns (accepted rows, quarantined rows with ``QUARANTINE_SCHEMA``)."""
+    say = say or (lambda _msg: None)
+    say("coerce")
+    tz = opts.tz or settings.timezone
+    ZoneInfo(tz)
+    typed, type_rej = coerce(parsed.frame, spec, tz)
+    say("normalize")
+    typed = normalize(typed, spec, opts, settings, store)
+    say("validate")
+    ctx = _context(spec, typed, store, settings, opts)
+    accepted, rule_rej = apply_rules(typed, spec, ctx)
+    rejected_rows = pl.concat([type_rej, rule_rej])
+    raw = _raw_json(parsed.frame, rejected_rows["_row"])
+    quarantined = pl.concat(
+        [
+            parsed.rejected.cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
+            rejected_rows.join(raw, on="_row", how="left").cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
+        ]
+    )
+    return accepted, quarantined
+
+
+def write_accepted(
+    tx: Tx, spec: KindSpec, accepted: pl.DataFrame, settings: Settings, batch_id: str
+) -> None:
+    """Stage write of the accepted rows (inside the caller's transaction)."""
+    _write_rows(tx, spec, _table_frame(accepted, spec, batch_id, settings), settings, batch_id)
+
+
 def ingest_file(
     store: Store,
     kind: str,
@@ -492,23 +530,7 @@ def ingest_file(
     parsed = parse_file(path, spec, opts)
     t_parse = time.perf_counter()
 
-    say("coerce")
-    tz = opts.tz or settings.timezone
-    ZoneInfo(tz)
-    typed, type_rej = coerce(parsed.frame, spec, tz)
-    say("normalize")
-    typed = normalize(typed, spec, opts, settings, store)
-    say("validate")
-    ctx = _context(spec, typed, store, settings, opts)
-    accepted, rule_rej = apply_rules(typed, spec, ctx)
-    rejected_rows = pl.concat([type_rej, rule_rej])
-    raw = _raw_json(parsed.frame, rejected_rows["_row"])
-    quarantined = pl.concat(
-        [
-            parsed.rejected.cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
-            rejected_rows.join(raw, on="_row", how="left").cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
-        ]
-    )
+    accepted, quarantined = validate_parsed(store, spec, parsed, settings, opts, say)
     t_validate = time.perf_counter()
 
     say("write")

@@ -25,6 +25,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -244,8 +245,13 @@ class Bus:
             raise BusError(f"consumer {durable} on {subject}: {exc!r}") from exc
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
-            await self.nc.drain() if self.nc.is_connected else await self.nc.close()
+        """Flush what was published (acks included) and close."""
+        if self.nc.is_closed:
+            return
+        if self.nc.is_connected:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self.nc.flush(timeout=1)
+        await self.nc.close()
 
     async def __aenter__(self) -> Bus:
         return self

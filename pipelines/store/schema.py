@@ -514,6 +514,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "live writers: bus messages already committed (idempotent replays)",
+        (
+            """
+            CREATE TABLE bus_messages (
+                msg_id VARCHAR PRIMARY KEY,
+                stream VARCHAR NOT NULL,
+                stream_seq BIGINT NOT NULL,
+                subject VARCHAR NOT NULL,
+                rows BIGINT NOT NULL,
+                batch_id VARCHAR NOT NULL,
+                committed_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
@@ -543,6 +560,7 @@ TABLES: frozenset[str] = frozenset(
         "edge_tickets",
         "edge_links",
         "verdict_publications",
+        "bus_messages",
     }
 )
 
