@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     )
     writer_max_batch_s: float = Field(1.0, description="A live writer commits at least this often.")
     writer_max_batch_msgs: int = Field(2000, description="Most bus messages in one write.")
+    writer_ack_wait_s: float = Field(
+        30.0, description="A message a writer took but did not ack returns after this."
+    )
 
     @field_validator("timezone")
     @classmethod

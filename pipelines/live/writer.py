@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -283,7 +284,8 @@ def write_messages(
                 batch_of[msg_id] = batch_id
             result.accepted[spec.name] = accepted.height
             result.quarantined[spec.name] = qrows.height
-        if fault_pause_s:
+        if fault_pause_s:  # fault injection for the kill -9 test: inside the transaction
+            print("fault-injection: paused inside write transaction", file=sys.stderr, flush=True)
             time.sleep(fault_pause_s)
         tx.insert_frame(
             "bus_messages",
@@ -328,7 +330,11 @@ async def run_writer(
     bus = await Bus.connect(settings)
     try:
         await bus.ensure_streams()
-        sub = await bus.pull(busmod.IN_ALL, durable=f"{settings.bus_prefix}-writer")
+        sub = await bus.pull(
+            busmod.IN_ALL,
+            durable=f"{settings.bus_prefix}-writer",
+            ack_wait_s=settings.writer_ack_wait_s,
+        )
         while not stop.is_set():
             try:
                 fetched = await sub.fetch(
