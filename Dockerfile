@@ -5,7 +5,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     FIELDTRACE_STORE_PATH=/var/lib/fieldtrace/fieldtrace.duckdb \
     FIELDTRACE_DATA_DIR=/var/lib/fieldtrace
 
+# make, and the services `make services` installs: nats-server (the live bus; `serve` starts it
+# as a child when no bus_url answers) and mosquitto (MQTT for IoT devices).
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make \
+    nats-server mosquitto \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -18,6 +21,7 @@ RUN make install PYTHON=python3.11
 
 ENV PATH=/app/.venv/bin:$PATH
 VOLUME ["/var/lib/fieldtrace"]
-EXPOSE 8050
+# dashboard, OsmAnd positions, CloudEvents
+EXPOSE 8050 5055 8070
 ENTRYPOINT ["fieldtrace"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8050"]
