@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,10 @@ def _read_toml(path: Path) -> dict[str, object]:
 
 def load_access(devices_file: Path, api_keys_file: Path) -> Access:
     """Read both files (a missing file means: none known)."""
+    return Access(load_devices(devices_file), load_keys(api_keys_file))
+
+
+def load_devices(devices_file: Path) -> dict[str, Device]:
     devices: dict[str, Device] = {}
     raw_devices = _read_toml(devices_file).get("devices", {})
     if not isinstance(raw_devices, dict):
@@ -86,6 +91,11 @@ def load_access(devices_file: Path, api_keys_file: Path) -> Access:
             raise SettingsError(f"{devices_file}: devices.{device_id}.technician_id is missing")
         token = entry.get("token_sha256")
         devices[str(device_id)] = Device(str(device_id), entry["technician_id"], token)
+    return devices
+
+
+def load_keys(api_keys_file: Path) -> dict[str, ApiKey]:
+    """API keys by their SHA-256 digest."""
     keys: dict[str, ApiKey] = {}
     raw_keys = _read_toml(api_keys_file).get("keys", {})
     if not isinstance(raw_keys, dict):
@@ -98,7 +108,7 @@ def load_access(devices_file: Path, api_keys_file: Path) -> Access:
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
             raise SettingsError(f"{api_keys_file}: keys.{name}.types must be a list of strings")
         keys[digest] = ApiKey(str(name), digest, tuple(types))
-    return Access(devices, keys)
+    return keys
 
 
 def _toml_str(value: str) -> str:
@@ -118,14 +128,50 @@ def write_devices(path: Path, devices: list[Device]) -> None:
     path.write_text("\n".join(lines))
 
 
-def add_api_key(path: Path, name: str, types: list[str]) -> str:
-    """Create a key allowed to publish ``types``; store its digest, return the secret once."""
-    secret = new_secret()
-    existing = path.read_text() if path.is_file() else ""
-    entry = (
-        f"[keys.{_toml_str(name)}]\nsha256 = {_toml_str(sha256_hex(secret))}\n"
-        f"types = [{', '.join(_toml_str(t) for t in types)}]\n"
-    )
+def _write_keys(path: Path, keys: list[ApiKey]) -> None:
+    lines = []
+    for k in keys:
+        lines.append(f"[keys.{_toml_str(k.name)}]")
+        lines.append(f"sha256 = {_toml_str(k.sha256)}")
+        lines.append(f"types = [{', '.join(_toml_str(t) for t in k.types)}]")
+        lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(existing + ("\n" if existing else "") + entry)
+    path.write_text("\n".join(lines))
+
+
+def set_api_key(path: Path, name: str, types: list[str]) -> str:
+    """Create (or replace) the key ``name`` allowed to publish ``types``; only its digest is
+    stored, and the secret is returned once."""
+    secret = new_secret()
+    keys = [k for k in load_keys(path).values() if k.name != name]
+    keys.append(ApiKey(name, sha256_hex(secret), tuple(types)))
+    _write_keys(path, keys)
     return secret
+
+
+add_api_key = set_api_key
+
+
+class AccessCache:
+    """The access files, re-read when they change (checked at most every ``every_s``)."""
+
+    def __init__(self, devices_file: Path, api_keys_file: Path, every_s: float = 1.0) -> None:
+        self.files = (devices_file, api_keys_file)
+        self.every_s = every_s
+        self._checked = 0.0
+        self._stamp = self._mtimes()
+        self.access = load_access(*self.files)
+
+    def _mtimes(self) -> tuple[float, float]:
+        out = [f.stat().st_mtime if f.is_file() else 0.0 for f in self.files]
+        return out[0], out[1]
+
+    def get(self) -> Access:
+        now = time.monotonic()
+        if now - self._checked >= self.every_s:
+            self._checked = now
+            stamp = self._mtimes()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.access = load_access(*self.files)
+        return self.access

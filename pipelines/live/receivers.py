@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from pipelines.errors import BusError, EventFormatError
 from pipelines.live import bus as busmod
-from pipelines.live.access import Access, Device, load_access, sha256_hex
+from pipelines.live.access import Access, AccessCache, Device, sha256_hex
 from pipelines.live.bus import Bus
 from pipelines.live.cloudevents_in import read_http, read_mqtt, route
 from pipelines.live.osmand import OsmAndFix, OsmAndRequest, decode
@@ -106,7 +106,9 @@ def position_event(fixes: list[OsmAndFix], devices: dict[str, Device]) -> CloudE
 class OsmAndApp:
     """ASGI app of the OsmAnd receiver (answers like Traccar: 200 with an empty body)."""
 
-    def __init__(self, bus: Bus, access: Access, *, tz: str, stats: Stats | None = None) -> None:
+    def __init__(
+        self, bus: Bus, access: AccessCache, *, tz: str, stats: Stats | None = None
+    ) -> None:
         self.bus = bus
         self.access = access
         self.tz = tz
@@ -135,12 +137,13 @@ class OsmAndApp:
             self.stats["malformed"] += 1
             await _answer(send, 400, str(exc))
             return
-        status, text = self._admit(fixes, header_token, is_json)
+        access = self.access.get()
+        status, text = self._admit(access, fixes, header_token, is_json)
         if status != 200:
             await _answer(send, status, text)
             return
         try:
-            await self.bus.publish(busmod.IN_GPS, position_event(fixes, self.access.devices))
+            await self.bus.publish(busmod.IN_GPS, position_event(fixes, access.devices))
         except BusError:
             self.stats["bus_unavailable"] += 1
             await _answer(send, 503, "bus unavailable, retry later")
@@ -149,10 +152,10 @@ class OsmAndApp:
         await _answer(send, 200)
 
     def _admit(
-        self, fixes: list[OsmAndFix], header_token: str | None, is_json: bool
+        self, access: Access, fixes: list[OsmAndFix], header_token: str | None, is_json: bool
     ) -> tuple[int, str]:
         for fix in fixes:
-            device = self.access.devices.get(fix.device_id)
+            device = access.devices.get(fix.device_id)
             if device is None:
                 self.stats["unknown_device"] += 1
                 return (
@@ -183,12 +186,12 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def events_app(bus: Bus, access: Access, stats: Stats | None = None) -> Starlette:
+def events_app(bus: Bus, access: AccessCache, stats: Stats | None = None) -> Starlette:
     """The CloudEvents receiver (``POST /api/v1/events``) and its counters."""
     counters = stats if stats is not None else Stats()
 
     async def post_events(request: Request) -> Response:
-        key = access.key_for(_api_key(request))
+        key = access.get().key_for(_api_key(request))
         if key is None:
             counters["unauthorized"] += 1
             return JSONResponse({"error": "Authorization: a valid API key is required"}, 401)
@@ -328,7 +331,7 @@ async def run_receivers(
     ready: Callable[[], None] | None = None,
 ) -> Stats:
     """Run the OsmAnd and CloudEvents receivers (and the MQTT intake) until ``stop`` is set."""
-    access = load_access(settings.devices_file, settings.api_keys_file)
+    access = AccessCache(settings.devices_file, settings.api_keys_file)
     stats = Stats()
     bus = await Bus.connect(settings)
     await bus.ensure_streams()
