@@ -34,6 +34,7 @@ from pipelines.errors import SourceFormatError
 from pipelines.ingest.contract import (
     QUARANTINE_SCHEMA,
     IngestOptions,
+    ParsedBatch,
 )
 from pipelines.ingest.kinds import KindSpec, kind_spec
 from pipelines.ingest.rules import DATUM_ALIASES, REJECT_SCHEMA, RuleContext, apply_rules, sorted_on

@@ -25,7 +25,7 @@ async def _main(part: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     if part == "writer":
         from pipelines.live.writer import run_writer
-        from pipelines.store import Store
+        from pipelines.store.gateway import Store
 
         pause = float(os.environ.get("FIELDTRACE_FAULT_PAUSE_IN_WRITE_S", "0") or 0)
         with Store(settings.store_path) as store:

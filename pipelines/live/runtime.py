@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from pipelines.errors import BusError
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 log = logging.getLogger("fieldtrace.live")
 

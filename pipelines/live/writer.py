@@ -8,7 +8,7 @@ Stages of one micro-batch (at most ``writer_max_batch_msgs`` messages or
                   (a redelivery after a crash, a retry past the duplicate window);
 3. ``to_rows``  – CloudEvents → canonical rows per kind (``events_to_batches``, pure);
 4. ``validate`` – the file-ingest machinery: coerce, normalize, named rules
-                  (``pipelines.ingest.validate_parsed``), so a rejected row is quarantined
+                  (``pipelines.ingest.machine.validate_parsed``), so a rejected row is quarantined
                   with its reason exactly as from a file;
 5. ``write``    – accepted rows, quarantined rows, one ``ingest_batches`` record per kind and
                   the message ids, in one transaction;
@@ -32,18 +32,13 @@ import polars as pl
 from cloudevents.core.v1.event import CloudEvent
 
 from pipelines.errors import EventFormatError
-from pipelines.ingest import (
-    IngestOptions,
-    ParsedBatch,
-    empty_rejects,
-    validate_parsed,
-    write_accepted,
-)
-from pipelines.kinds import kind_spec
+from pipelines.ingest.contract import IngestOptions, ParsedBatch, empty_rejects
+from pipelines.ingest.kinds import kind_spec
+from pipelines.ingest.machine import validate_parsed, write_accepted
 from pipelines.live import bus as busmod
 from pipelines.live.bus import Bus
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 
 log = logging.getLogger("fieldtrace.live.writer")
 

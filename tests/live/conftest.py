@@ -13,7 +13,7 @@ import pytest
 from pipelines.live.access import Device, add_api_key, sha256_hex, write_devices
 from pipelines.live.runtime import LiveThread, start_live
 from pipelines.settings import Settings, load_settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from tests.fixtures.services import free_port
 
 DEVICE_TOKEN = "s3cret-device-token"

@@ -20,7 +20,7 @@ from pipelines.live import bus as busmod
 from pipelines.live.bus import Bus
 from pipelines.live.runtime import start_live
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from tests.fixtures.services import ChildService
 from tests.live.conftest import LiveEnv, make_live_settings, wait_for
 

@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from pipelines.live.osmand import KNOT_MPS
 from pipelines.live.runtime import LiveThread
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from tests.live.conftest import DEVICE_TOKEN, LiveEnv, wait_for
 
 pytestmark = pytest.mark.usefixtures("live_stack")
