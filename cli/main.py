@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, arrivals, edge, fetch, ingest, serve, users
+from cli import alerts, arrivals, edge, fetch, ingest, serve, simulate, users
 from cli.common import State
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command()(ingest.generate)
 app.command()(ingest.status)
 app.command()(serve.serve)
 app.command()(serve.demo)
+app.command("simulate")(simulate.simulate_cmd)
 app.add_typer(fetch.fetch_app, name="fetch")
 app.add_typer(users.users_app, name="users")
 app.add_typer(alerts.alerts_app, name="alerts")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -11,14 +12,30 @@ import typer
 
 from cli import ingest as data_cli
 from cli.common import console, open_store, settings
+from pipelines.live.simulate import SimulateOptions
 from pipelines.settings import Settings
 
 
-def _serve(s: Settings, host: str, port: int, *, debug: bool, prod: bool, workers: int) -> None:
+def _serve(
+    s: Settings,
+    host: str,
+    port: int,
+    *,
+    debug: bool,
+    prod: bool,
+    workers: int,
+    live: bool = True,
+    replay: SimulateOptions | None = None,
+) -> None:
     if prod:
         from dashboard.serving import serve_prod
 
         console.print(f"[bold green]FieldTrace[/] gunicorn x{workers} on http://{host}:{port}")
+        if live:
+            console.print(
+                "live ingest is not started under gunicorn: run `python -m pipelines.live "
+                "receivers` and one `python -m pipelines.live writer` beside it"
+            )
         serve_prod(s, workers=workers, bind=f"{host}:{port}")
         return
     from dashboard import create_app
@@ -29,8 +46,48 @@ def _serve(s: Settings, host: str, port: int, *, debug: bool, prod: bool, worker
     except FieldTraceError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
-    dash_app.run(host=host, port=port, debug=debug)
+    with live_context(s, live=live, replay=replay):
+        console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
+        dash_app.run(host=host, port=port, debug=debug, use_reloader=False)
+
+
+@contextmanager
+def live_context(
+    s: Settings, *, live: bool, replay: SimulateOptions | None = None
+) -> Iterator[None]:
+    """The live parts beside the dashboard (one process holds the embedded store): the
+    configured NATS or a local child, the receivers, the writer, and optionally a replay."""
+    if not live:
+        yield
+        return
+    from pipelines.live.runtime import live_services
+
+    with live_services(s) as running:
+        console.print(
+            f"live: bus {s.bus_url}, OsmAnd on :{s.osmand_port}, "
+            f"CloudEvents on :{s.events_port}/api/v1/events, MQTT {s.mqtt_url}"
+        )
+        if replay is not None:
+            _start_replay(s, replay)
+        yield
+        if running.errors:
+            console.print(f"[red]live parts stopped with errors:[/] {running.errors}")
+
+
+def _start_replay(s: Settings, opts: SimulateOptions) -> None:
+    import threading
+
+    from pipelines.live.simulate import simulate
+
+    def run() -> None:
+        counts = simulate(s, s.data_dir / "demo", opts)
+        console.print(f"simulator finished: {dict(counts)}")
+
+    threading.Thread(target=run, name="fieldtrace-simulator", daemon=True).start()
+    console.print(
+        f"simulator: replaying {opts.hours:g} h of the demo world at {opts.speed:g}x, "
+        "through the receivers"
+    )
 
 
 def serve(
@@ -39,9 +96,12 @@ def serve(
     debug: Annotated[bool, typer.Option(help="Dash debug mode.")] = False,
     prod: Annotated[bool, typer.Option("--prod", help="Serve through gunicorn.")] = False,
     workers: Annotated[int, typer.Option(help="gunicorn workers with --prod.")] = 2,
+    live: Annotated[
+        bool, typer.Option("--live/--no-live", help="Run the bus receivers and writer too.")
+    ] = True,
 ) -> None:
-    """Serve the dashboard (see docs/SERVING.md for the multi-worker plan)."""
-    _serve(settings(), host, port, debug=debug, prod=prod, workers=workers)
+    """Serve the dashboard with live ingest (see docs/SERVING.md and docs/EVENTS.md)."""
+    _serve(settings(), host, port, debug=debug, prod=prod, workers=workers, live=live)
 
 
 def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:
@@ -68,12 +128,34 @@ def demo(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8050,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare only.")] = False,
+    speed: Annotated[float, typer.Option(help="Live replay speed (x real time).")] = 30.0,
+    replay_hours: Annotated[float, typer.Option(help="Hours of the world replayed live.")] = 2.0,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Replay live.")] = True,
 ) -> None:
-    """Generate the demo world, ingest it through the validated path, and serve it."""
+    """Generate the demo world, ingest it through the validated path, and serve it; then
+    replay its planted-cluster hours live (shifted to now) through the real receivers."""
     s = settings()
     prepare_demo(s, seed=seed, scale=scale)
-    if not no_serve:
-        _serve(s, host, port, debug=False, prod=False, workers=1)
+    if no_serve:
+        return
+    replay = demo_replay(s, hours=replay_hours, speed=speed) if live else None
+    _serve(s, host, port, debug=False, prod=False, workers=1, live=live, replay=replay)
+
+
+def demo_replay(s: Settings, *, hours: float, speed: float) -> SimulateOptions:
+    """The demo's live replay: the hours before the planted cluster's window ends, moved to
+    end now; ids get a suffix so they are new tickets, not duplicates of the ingested ones."""
+    import json
+
+    manifest = json.loads((s.data_dir / "demo" / "manifest.json").read_text())
+    end = datetime.fromisoformat(manifest["planted"]["cluster"]["window_end"])
+    return SimulateOptions(
+        start=end - timedelta(hours=hours),
+        hours=hours,
+        speed=speed,
+        shift_to_now=True,
+        id_suffix=f"-L{datetime.now(UTC):%m%d%H%M}",
+    )
 
 
 def demo_alerts(s: Settings, *, step_h: float = 2.0) -> None:

@@ -14,7 +14,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -146,3 +147,27 @@ def start_live(
             live.stop()
             raise BusError(f"live receivers did not start: {live.errors}")
     return live
+
+
+@contextmanager
+def live_services(
+    settings: Settings, *, receivers: bool = True, writer: bool = True, mqtt_enabled: bool = True
+) -> Iterator[LiveThread]:
+    """The configured NATS (else a local ``nats-server -js`` child, its store under the data
+    dir), then the receivers and the writer in a background thread; all stopped on exit."""
+    child = None if bus_reachable(settings) else start_local_nats(settings)
+    store = Store(settings.store_path) if writer else None
+    try:
+        live = start_live(
+            settings, store, receivers=receivers, writer=writer, mqtt_enabled=mqtt_enabled
+        )
+        try:
+            yield live
+        finally:
+            live.stop()
+    finally:
+        if store is not None:
+            store.close()
+        if child is not None:
+            child.terminate()
+            child.wait(10)
