@@ -26,6 +26,7 @@ def _serve(
     workers: int,
     live: bool = True,
     replay: SimulateOptions | None = None,
+    receivers: bool = True,
 ) -> None:
     if prod:
         from dashboard.serving import serve_prod
@@ -46,14 +47,14 @@ def _serve(
     except FieldTraceError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    with live_context(s, live=live, replay=replay):
+    with live_context(s, live=live, replay=replay, receivers=receivers):
         console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
         dash_app.run(host=host, port=port, debug=debug, use_reloader=False)
 
 
 @contextmanager
 def live_context(
-    s: Settings, *, live: bool, replay: SimulateOptions | None = None
+    s: Settings, *, live: bool, replay: SimulateOptions | None = None, receivers: bool = True
 ) -> Iterator[None]:
     """The live parts beside the dashboard (one process holds the embedded store): the
     configured NATS or a local child, the receivers, the writer, and optionally a replay."""
@@ -62,7 +63,7 @@ def live_context(
         return
     from pipelines.live.runtime import live_services
 
-    with live_services(s) as running:
+    with live_services(s, receivers=receivers) as running:
         console.print(
             f"live: bus {s.bus_url}, OsmAnd on :{s.osmand_port}, "
             f"CloudEvents on :{s.events_port}/api/v1/events, MQTT {s.mqtt_url}"
@@ -97,11 +98,27 @@ def serve(
     prod: Annotated[bool, typer.Option("--prod", help="Serve through gunicorn.")] = False,
     workers: Annotated[int, typer.Option(help="gunicorn workers with --prod.")] = 2,
     live: Annotated[
-        bool, typer.Option("--live/--no-live", help="Run the bus receivers and writer too.")
+        bool, typer.Option("--live/--no-live", help="Run the live writer (and receivers).")
+    ] = True,
+    receivers: Annotated[
+        bool,
+        typer.Option(
+            "--receivers/--no-receivers",
+            help="Run the receivers here too (else `python -m pipelines.live receivers`).",
+        ),
     ] = True,
 ) -> None:
     """Serve the dashboard with live ingest (see docs/SERVING.md and docs/EVENTS.md)."""
-    _serve(settings(), host, port, debug=debug, prod=prod, workers=workers, live=live)
+    _serve(
+        settings(),
+        host,
+        port,
+        debug=debug,
+        prod=prod,
+        workers=workers,
+        live=live,
+        receivers=receivers,
+    )
 
 
 def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:

@@ -50,7 +50,12 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m pipelines.live writer|receivers")
     try:
-        asyncio.run(_main(sys.argv[1]))
+        if sys.argv[1] == "receivers":
+            import uvloop  # the receivers' hot path: libuv's loop
+
+            uvloop.run(_main(sys.argv[1]))
+        else:
+            asyncio.run(_main(sys.argv[1]))
     except FieldTraceError as exc:
         raise SystemExit(f"error: {exc}") from None
 

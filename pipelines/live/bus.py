@@ -37,6 +37,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from cloudevents.core.bindings.http import HTTPMessage, from_binary, to_binary
+from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NatsClient
@@ -138,8 +139,9 @@ def decode(msg: Msg) -> CloudEvent:
     headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
     try:
         event = from_binary(HTTPMessage(headers=headers, body=msg.data), _JSON, CloudEvent)
-    except ValueError as exc:
-        raise EventFormatError(f"bus message on {msg.subject}: not a CloudEvent: {exc}") from exc
+    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+        text = str(exc).replace("\n", " ")
+        raise EventFormatError(f"bus message on {msg.subject}: not a CloudEvent: {text}") from exc
     assert isinstance(event, CloudEvent)
     return event
 

@@ -342,14 +342,19 @@ async def run_writer(
                 await asyncio.sleep(0.5)
                 continue
             messages = [m for m in (to_in_message(f) for f in fetched) if m is not None]
-            result = await asyncio.to_thread(
-                write_messages,
-                store,
-                settings,
-                messages,
-                stream=bus.names.stream_in,
-                fault_pause_s=fault_pause_s,
-            )
+            try:
+                result = await asyncio.to_thread(
+                    write_messages,
+                    store,
+                    settings,
+                    messages,
+                    stream=bus.names.stream_in,
+                    fault_pause_s=fault_pause_s,
+                )
+            except Exception as exc:  # nothing acked: the batch comes back after ack_wait
+                log.error("writer: batch of %d not written: %r", len(fetched), exc)
+                await asyncio.sleep(1.0)
+                continue
             for f in fetched:
                 await f.ack()
             if on_commit is not None:

@@ -327,3 +327,24 @@ def test_mqtt_readings_reach_the_store(
 def _subscribed(live_env: LiveEnv) -> bool:
     status = httpx.get(live_env.events.replace("/events", "/status"), timeout=5).json()
     return bool(status["counters"].get("mqtt_subscribed"))
+
+
+def test_a_message_that_is_not_a_cloudevent_does_not_stop_the_writer(
+    live_env: LiveEnv, live_store: Store
+) -> None:
+    import asyncio
+
+    import nats
+
+    async def publish_raw() -> None:
+        nc = await nats.connect(live_env.settings.bus_url)
+        await nc.jetstream().publish(f"{live_env.settings.bus_prefix}.in.gps", b'{"id": 1}')
+        await nc.close()
+
+    asyncio.run(publish_raw())
+    answer = httpx.get(
+        f"{live_env.osmand}/?id=dev1&lat=31.2&lon=121.4&accuracy=5&timestamp={_epoch(0)}",
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    wait_for(lambda: live_store.count("gps_fixes") == 1, what="the fix after the stray message")
