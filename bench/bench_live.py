@@ -300,7 +300,7 @@ def run(seconds: int, batch: int, connections: int) -> dict[str, Any]:
         batched = tmp / "batch.lua"
         single.write_text(SINGLE_LUA % {"base": base, "devices": DEVICES, "tag": ""})
         batched.write_text(
-            BATCH_LUA % {"base": base + 10_000_000, "devices": DEVICES, "batch": batch}
+            BATCH_LUA % {"base": base - 20_000_000, "devices": DEVICES, "batch": batch}
         )
         warm = tmp / "warm.lua"
         warm.write_text(SINGLE_LUA % {"base": base - 10_000_000, "devices": DEVICES, "tag": ""})

@@ -7,8 +7,9 @@ Two streams, named from the ``bus_prefix`` setting (``fieldtrace`` → ``FIELDTR
 - ``<PREFIX>_OUT`` holds ``<prefix>.out.>``: what FieldTrace derives (verdicts, geofence
   events, alerts, orders). Any system may subscribe.
 
-Every message is one CloudEvent in the NATS binding's binary mode: ``ce-*`` headers plus the
-JSON ``data`` as payload (the HTTP binding's mapping, produced by the SDK). ``Nats-Msg-Id`` is
+Every message is one CloudEvent in the NATS binding's structured mode: the event's JSON (the
+SDK's ``JSONFormat``) as payload, ``content-type: application/cloudevents+json``; a message in
+binary mode (``ce-*`` headers) is read too. ``Nats-Msg-Id`` is
 ``source + " " + id``, so a re-sent event inside ``bus_duplicate_window_s`` is not stored
 twice (its PubAck says ``duplicate``). A publish counts only once JetStream has acked it.
 
@@ -36,7 +37,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from cloudevents.core.bindings.http import HTTPMessage, from_binary, to_binary
+from cloudevents.core.bindings.http import HTTPMessage, from_binary
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -127,18 +128,20 @@ def msg_id(event: CloudEvent) -> str:
 
 
 def encode(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """NATS headers (``ce-*``, content-type, ``Nats-Msg-Id``) and payload of an event."""
-    message = to_binary(event, _JSON)
-    headers = dict(message.headers)
-    headers[MSG_ID_HEADER] = msg_id(event)
-    return headers, message.body
+    """NATS headers (content-type, ``Nats-Msg-Id``) and payload (the structured JSON event)."""
+    headers = {"content-type": _JSON.CONTENT_TYPE, MSG_ID_HEADER: msg_id(event)}
+    return headers, _JSON.write(event)
 
 
 def decode(msg: Msg) -> CloudEvent:
-    """The CloudEvent carried by a NATS message (binary mode)."""
+    """The CloudEvent carried by a NATS message: structured JSON, or binary ``ce-*`` headers
+    (both are the NATS binding's modes; FieldTrace publishes structured)."""
     headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
     try:
-        event = from_binary(HTTPMessage(headers=headers, body=msg.data), _JSON, CloudEvent)
+        if any(k.startswith("ce-") for k in headers):
+            event = from_binary(HTTPMessage(headers=headers, body=msg.data), _JSON, CloudEvent)
+        else:
+            event = _JSON.read(CloudEvent, msg.data)
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         text = str(exc).replace("\n", " ")
         raise EventFormatError(f"bus message on {msg.subject}: not a CloudEvent: {text}") from exc

@@ -34,7 +34,7 @@ _INT31 = 2**31 - 1
 TOKEN_KEYS = ("token", "device_token")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OsmAndFix:
     """One decoded position, before the device is mapped to its technician."""
 
@@ -202,6 +202,19 @@ def from_client_json(body: dict[str, Any], *, now: datetime) -> OsmAndFix:
     )
 
 
+def parse_params(text: str) -> dict[str, str]:
+    """Query or form keys. Plain ``k=v&k=v`` text (what trackers send) is split directly;
+    anything percent- or plus-encoded goes through ``urllib.parse.parse_qsl``."""
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    out: dict[str, str] = {}
+    for pair in text.split("&"):
+        if pair:
+            key, _, value = pair.partition("=")
+            out[key] = value
+    return out
+
+
 def decode(request: OsmAndRequest, *, tz: str, now: datetime) -> tuple[list[OsmAndFix], bool]:
     """All fixes of one request, and whether it was the JSON shape (which answers 404, not
     400, for an unknown device, as Traccar does)."""
@@ -230,7 +243,7 @@ def decode(request: OsmAndRequest, *, tz: str, now: datetime) -> tuple[list[OsmA
             text = request.body.decode("ascii")
         except UnicodeDecodeError:
             raise EventFormatError("osmand: form body is not ASCII url-encoding") from None
-    params = dict(parse_qsl(text, keep_blank_values=True))
+    params = parse_params(text)
     if not params:
         raise EventFormatError("osmand: no query string and no form body (id, lat, lon)")
     return [from_params(params, tz=tz, now=now)], False

@@ -78,8 +78,11 @@ async def _answer(send: Send, status: int, text: str = "") -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def position_event(fixes: list[OsmAndFix], devices: dict[str, Device]) -> CloudEvent:
-    """One ``fieldtrace.position`` event, or a ``.position.batch`` for several fixes."""
+def position_event(
+    fixes: list[OsmAndFix], devices: dict[str, Device], body: bytes = b""
+) -> CloudEvent:
+    """One ``fieldtrace.position`` event, or a ``.position.batch`` for several fixes (its id
+    is the SHA-1 of the request body, so a re-sent batch is the same event)."""
     first = fixes[0]
     technician = devices[first.device_id].technician_id
     if len(fixes) == 1:
@@ -92,7 +95,8 @@ def position_event(fixes: list[OsmAndFix], devices: dict[str, Device]) -> CloudE
             data=first.data(technician),
         )
     positions = [f.data(devices[f.device_id].technician_id) for f in fixes]
-    digest = hashlib.sha1(json.dumps(positions, sort_keys=True).encode()).hexdigest()
+    raw = body or json.dumps(positions, sort_keys=True).encode()
+    digest = hashlib.sha1(raw).hexdigest()
     return busmod.make_event(
         busmod.POSITION_BATCH,
         source=f"osmand/{first.device_id}",
@@ -143,7 +147,7 @@ class OsmAndApp:
             await _answer(send, status, text)
             return
         try:
-            await self.bus.publish(busmod.IN_GPS, position_event(fixes, access.devices))
+            await self.bus.publish(busmod.IN_GPS, position_event(fixes, access.devices, body))
         except BusError:
             self.stats["bus_unavailable"] += 1
             await _answer(send, 503, "bus unavailable, retry later")
