@@ -216,7 +216,7 @@ def _file_ingest(tmp: Path, n: int) -> dict[str, float]:
     }
 
 
-def run(seconds: int, batch: int, connections: int) -> dict[str, Any]:
+def run(seconds: int, batch: int, connections: int, rounds: int) -> dict[str, Any]:
     from pipelines.live.access import Device, write_devices
     from pipelines.live.runtime import bus_reachable, start_local_nats
     from pipelines.settings import load_settings
@@ -296,18 +296,32 @@ def run(seconds: int, batch: int, connections: int) -> dict[str, Any]:
             _wait_port(port)
         time.sleep(1.0)
         base = int((datetime.now(UTC) - timedelta(hours=6)).timestamp())
-        single = tmp / "single.lua"
         batched = tmp / "batch.lua"
-        single.write_text(SINGLE_LUA % {"base": base, "devices": DEVICES, "tag": ""})
         batched.write_text(
             BATCH_LUA % {"base": base - 20_000_000, "devices": DEVICES, "batch": batch}
         )
         warm = tmp / "warm.lua"
         warm.write_text(SINGLE_LUA % {"base": base - 10_000_000, "devices": DEVICES, "tag": ""})
-        wrk(f"http://127.0.0.1:{ports['minimal']}", warm, 2, connections)
-        wrk(f"http://127.0.0.1:{ports['osmand']}", warm, 2, connections)
-        minimal = wrk(f"http://127.0.0.1:{ports['minimal']}", single, seconds, connections)
-        single_r = wrk(f"http://127.0.0.1:{ports['osmand']}", single, seconds, connections)
+        t_first = time.perf_counter()
+        minimal_url = f"http://127.0.0.1:{ports['minimal']}"
+        osmand_url = f"http://127.0.0.1:{ports['osmand']}"
+        wrk(minimal_url, warm, 2, connections)
+        wrk(osmand_url, warm, 2, connections)
+        # Interleaved rounds, best of each: other load on the shared machine then hits both.
+        minimal_runs, single_runs = [], []
+        for r in range(rounds):
+            script = tmp / f"single{r}.lua"
+            script.write_text(
+                SINGLE_LUA % {"base": base - r * 1_000_000, "devices": DEVICES, "tag": ""}
+            )
+            minimal_runs.append(wrk(minimal_url, script, seconds, connections))
+            single_runs.append(wrk(osmand_url, script, seconds, connections))
+        minimal = max(minimal_runs, key=lambda x: x["req_per_s"])
+        single_r = max(single_runs, key=lambda x: x["req_per_s"])
+        results["rounds"] = {
+            "minimal_req_per_s": [x["req_per_s"] for x in minimal_runs],
+            "single_req_per_s": [x["req_per_s"] for x in single_runs],
+        }
         t_batch = time.perf_counter()
         batch_r = wrk(f"http://127.0.0.1:{ports['osmand']}", batched, seconds, 8)
         batch_r["positions_per_s"] = round(batch_r["req_per_s"] * batch)
@@ -319,10 +333,12 @@ def run(seconds: int, batch: int, connections: int) -> dict[str, Any]:
                 break
             time.sleep(0.5)
         drained_s = time.perf_counter() - t_batch
+        load_to_drained_s = time.perf_counter() - t_first
         results.update(minimal=minimal, osmand_single=single_r, osmand_batched=batch_r)
         results["single_vs_minimal"] = round(single_r["req_per_s"] / minimal["req_per_s"], 3)
         results["writer"] = {
             "pending_at_end": pending,
+            "load_to_drained_s": round(load_to_drained_s, 1),
             "batch_load_drained_s_after_start": round(drained_s, 1),
         }
     finally:
@@ -338,9 +354,9 @@ def run(seconds: int, batch: int, connections: int) -> dict[str, Any]:
     with Store(settings.store_path) as store:
         results["writer"]["fixes_stored"] = store.count("gps_fixes")
         results["writer"]["quarantined"] = store.count("quarantine")
-        results["writer"]["committed_per_s"] = round(
-            store.count("gps_fixes")
-            / max(results["writer"]["batch_load_drained_s_after_start"] + 2 * seconds + 4, 1e-9)
+        # Average over the whole load (the writer idles between runs): a lower bound.
+        results["writer"]["committed_per_s_lower_bound"] = round(
+            store.count("gps_fixes") / results["writer"]["load_to_drained_s"]
         )
     results["file_ingest"] = _file_ingest(tmp, 1_000_000)
     results["batched_vs_file"] = round(
@@ -361,8 +377,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
     args, _ = parser.parse_known_args()
-    r = run(args.seconds, args.batch, args.connections)
+    r = run(args.seconds, args.batch, args.connections, args.rounds)
     path = write_results("live", r)
     m, s, b, f = r["minimal"], r["osmand_single"], r["osmand_batched"], r["file_ingest"]
     show(
