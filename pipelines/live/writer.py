@@ -112,12 +112,13 @@ def events_to_batches(messages: Iterable[InMessage]) -> dict[str, KindRows]:
     for m in messages:
         e = m.event
         etype = e.get_type()
-        data = e.get_data()
-        data = data if isinstance(data, dict) else {}
+        raw = e.get_data()
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if etype == busmod.POSITION:
             out["gps"].add(dict(data), m.msg_id, 0)
         elif etype == busmod.POSITION_BATCH:
-            for i, pos in enumerate(data.get("positions") or []):
+            positions = raw if isinstance(raw, list) else data.get("positions") or []
+            for i, pos in enumerate(positions):
                 out["gps"].add(dict(pos) if isinstance(pos, dict) else {}, m.msg_id, i)
         elif etype.startswith(busmod.TICKET_PREFIX):
             event_type = etype.removeprefix(busmod.TICKET_PREFIX)

@@ -226,3 +226,52 @@ def test_malformed_requests_name_the_field(
     with pytest.raises(EventFormatError, match=None) as info:
         decode(OsmAndRequest(query, ctype, body), tz="UTC", now=NOW)
     assert message in str(info.value)
+
+
+def test_columnar_batch_decoding_equals_the_row_decoder() -> None:
+    from pipelines.live.osmand import decode_array_columnar
+
+    items = [
+        {
+            "id": "dev1",
+            "lat": 31.1,
+            "lon": 121.1,
+            "timestamp": 1764590400,
+            "speed": 10,
+            "accuracy": 4.5,
+            "bearing": 90,
+            "altitude": 12,
+        },
+        {"id": "dev2", "lat": 31.2, "lon": 121.2, "timestamp": 1764590401123, "speed": 0},
+    ]
+    rows, _ = decode(OsmAndRequest("", JSON, json.dumps(items).encode()), tz="UTC", now=NOW)
+    frame = decode_array_columnar(json.dumps(items).encode())
+    for fix, col in zip(rows, frame.iter_rows(named=True), strict=True):
+        for name in (
+            "device_id",
+            "ts",
+            "lat",
+            "lon",
+            "accuracy_m",
+            "speed_mps",
+            "heading_deg",
+            "altitude_m",
+            "hdop",
+        ):
+            assert getattr(fix, name) == pytest.approx(col[name]), name
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"id": "d", "lat": "north", "lon": 1, "timestamp": 1}],  # the row decoder names lat
+        [{"id": "d", "lat": 1, "lon": 1, "timestamp": "2026-01-01T00:00:00Z"}],  # ISO text
+        [{"id": "d", "location": "1,2", "timestamp": 1}],
+        [{"lat": 1, "lon": 1, "timestamp": 1}],  # no id
+    ],
+)
+def test_columnar_batch_leaves_odd_shapes_to_the_row_decoder(items: list[object]) -> None:
+    from pipelines.live.osmand import NotVectorizableError, decode_array_columnar
+
+    with pytest.raises(NotVectorizableError):
+        decode_array_columnar(json.dumps(items).encode())
