@@ -247,9 +247,8 @@ def test_columnar_batch_decoding_equals_the_row_decoder() -> None:
     rows, _ = decode(OsmAndRequest("", JSON, json.dumps(items).encode()), tz="UTC", now=NOW)
     frame = decode_array_columnar(json.dumps(items).encode())
     for fix, col in zip(rows, frame.iter_rows(named=True), strict=True):
+        assert (fix.device_id, fix.ts) == (col["device_id"], col["ts"])
         for name in (
-            "device_id",
-            "ts",
             "lat",
             "lon",
             "accuracy_m",
