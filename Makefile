@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast lint bench chromium services clean
+.PHONY: install demo test test-fast lint bench bench-tools chromium services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "FieldTrace needs Python 3.11"'
@@ -53,7 +53,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
+# Debian's wrk drives the live receiver benchmark (bench/bench_live.py).
+bench-tools:
+	@command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk)
+
+bench: install services bench-tools
 	$(BIN)/python -m bench
 
 clean:

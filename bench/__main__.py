@@ -13,6 +13,7 @@ BENCHES = (
     "bench.bench_dashboard",
     "bench.bench_replay",
     "bench.bench_edge",
+    "bench.bench_live",
 )
 
 

@@ -361,6 +361,8 @@ def _server(app: Any, host: str, port: int) -> uvicorn.Server:
         http="httptools",
         backlog=2048,
         timeout_graceful_shutdown=1,
+        proxy_headers=False,  # phones talk to the receiver directly; no X-Forwarded-* work
+        server_header=False,
     )
     return _Server(config)
 
