@@ -61,8 +61,13 @@ def live_context(
     if not live:
         yield
         return
+    import signal
+    import sys
+
     from pipelines.live.runtime import live_services
 
+    # SIGTERM unwinds like Ctrl-C, so the live parts stop and a local nats-server child ends.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with live_services(s, receivers=receivers) as running:
         console.print(
             f"live: bus {s.bus_url}, OsmAnd on :{s.osmand_port}, "
