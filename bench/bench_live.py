@@ -295,7 +295,7 @@ def run(seconds: int, batch: int, connections: int, rounds: int) -> dict[str, An
         for port in ports.values():
             _wait_port(port)
         time.sleep(1.0)
-        base = int((datetime.now(UTC) - timedelta(hours=6)).timestamp())
+        base = int((datetime.now(UTC) - timedelta(days=2)).timestamp())  # counters add seconds
         batched = tmp / "batch.lua"
         batched.write_text(
             BATCH_LUA % {"base": base - 20_000_000, "devices": DEVICES, "batch": batch}
@@ -354,6 +354,12 @@ def run(seconds: int, batch: int, connections: int, rounds: int) -> dict[str, An
     with Store(settings.store_path) as store:
         results["writer"]["fixes_stored"] = store.count("gps_fixes")
         results["writer"]["quarantined"] = store.count("quarantine")
+        results["writer"]["quarantine_rules"] = dict(
+            store.query("SELECT rule, count(*) AS n FROM quarantine GROUP BY rule").iter_rows()
+        )
+        results["writer"]["quarantine_sample"] = store.query(
+            "SELECT reason, source_path FROM quarantine LIMIT 3"
+        ).to_dicts()
         # Average over the whole load (the writer idles between runs): a lower bound.
         results["writer"]["committed_per_s_lower_bound"] = round(
             store.count("gps_fixes") / results["writer"]["load_to_drained_s"]
