@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -129,3 +129,22 @@ def test_replay_with_the_bus_stopped_midway_loses_and_doubles_nothing(
             {(i.payload["technician_id"], i.ts) for i in items if i.kind == "gps"}
         )
         assert dup == world_dups  # only the world's own repeated rows, none from retries
+
+
+def test_shifted_replay_ends_now_with_new_ids(small_world: Path) -> None:
+    from cli.serve import demo_replay
+    from pipelines.live.simulate import ticket_cloudevent
+    from pipelines.settings import load_settings
+
+    opts = demo_replay(load_settings(data_dir=small_world.parent), hours=3.0, speed=30.0)
+    before = datetime.now(UTC)
+    items, start, end = timeline(small_world, opts)
+    assert end - start == timedelta(hours=3)
+    assert before - timedelta(seconds=5) <= end <= datetime.now(UTC)
+    assert items
+    assert all(start <= i.ts < end for i in items)
+    tickets = [i for i in items if i.kind == "ticket"]
+    assert tickets
+    event = ticket_cloudevent(tickets[0].payload, tickets[0].ts)
+    assert event["id"].endswith(opts.id_suffix)
+    assert event["subject"].endswith(opts.id_suffix)
