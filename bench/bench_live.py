@@ -181,6 +181,22 @@ async def _writer_idle(settings: Any) -> tuple[bool, int]:
         await bus.close()
 
 
+async def _delete_streams(settings: Any, minimal_subject: str) -> None:
+    """The run's streams go when it ends (the bus may be the machine's shared one)."""
+    from pipelines.live.bus import Bus
+
+    bus = await Bus.connect(settings)
+    try:
+        minimal = minimal_subject.upper().replace(".", "_")
+        for stream in (bus.names.stream_in, bus.names.stream_out, minimal):
+            try:
+                await bus.js.delete_stream(stream)
+            except Exception as exc:  # already gone: nothing to clean
+                print(f"stream {stream}: {exc!r}")
+    finally:
+        await bus.close()
+
+
 def _file_ingest(tmp: Path, n: int) -> dict[str, float]:
     import numpy as np
     import polars as pl
@@ -349,6 +365,7 @@ def run(seconds: int, batch: int, connections: int, rounds: int) -> dict[str, An
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 child.kill()
+        asyncio.run(_delete_streams(settings, f"{prefix}_minimal.positions"))
         if nats_child is not None:
             nats_child.terminate()
     with Store(settings.store_path) as store:
