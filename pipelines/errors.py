@@ -33,7 +33,3 @@ class BusError(FieldTraceError, ConnectionError):
 
 class EventFormatError(FieldTraceError, ValueError):
     """A live message (OsmAnd request, CloudEvent, MQTT payload) is malformed; names the field."""
-
-
-class AuthError(FieldTraceError, PermissionError):
-    """A live message lacks a valid API key or device token."""
