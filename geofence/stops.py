@@ -19,8 +19,13 @@ times it.
 Speed: cheap bounds of the extent for every trailing window come from polars' rolling
 min/max of the fixes projected on eight directions (one pass over all technicians); the
 bounds use the rectangle's minimum area (``_Track._bounds``), and only windows whose bounds
-straddle ``max_diameter_m`` get the exact rectangle (shapely, batched).
-The Python loop runs once per candidate stop; each step works on numpy slices of that stop.
+straddle ``max_diameter_m`` get the exact rectangle (GEOS). The rule then runs as a step
+machine over all technicians at once (``_Rounds``): each step moves every technician on
+(searching for its next compact window, or growing its stop by up to ``_STEP`` fixes) with
+numpy operations over all of them, and sends that step's exact rectangles to GEOS in one
+batch. A growing stop keeps the convex hull of its fixes so far; a later fix inside it cannot
+change the rectangle, so only fixes outside it are checked. The Python loop runs once per
+step of the busiest technician, never once per stop or per fix.
 
 ``centroid_se_m`` (m) is the standard error of the centroid, combining two conservative
 terms in quadrature: the fix scatter ``sqrt(Σ|p - c|² / (n - 1)) / sqrt(n)`` and the reported
@@ -59,11 +64,9 @@ STOP_SCHEMA: Final = pl.Schema(
         "duration_s": pl.Float64(),
     }
 )
-_FIRST_CHUNK: Final = 256
-_DOUBT_BATCH: Final = 16
-_MAX_CHUNK: Final = 4096
-_BATCH_SPAN: Final = 64
+_BATCH_SPAN: Final = 64  # columns after a stop's first doubtful window checked per step
 _NO_POINTS: Final = np.zeros((0, 2))
+_OUTSIDE: Final = 8  # fixes outside a stop's kept hull checked per step
 _STEP: Final = 96  # fixes a growing stop takes per step
 _SEARCH: Final = 32  # candidate windows a search takes per pass
 
@@ -95,14 +98,6 @@ def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
     other = first + np.minimum(2, count - 1)  # rectangle: vertex 2; segment: its end
     p, q = coords[first], coords[other]
     return local_distance_m(p[:, 1], p[:, 0], q[:, 1], q[:, 0])
-
-
-def _hull_vertices(lonlat: FloatArray) -> FloatArray:
-    """Vertices of the convex hull of the points (all of them when degenerate)."""
-    if len(lonlat) < 3:
-        return lonlat
-    hull = shapely.convex_hull(shapely.multipoints(lonlat))
-    return np.asarray(shapely.get_coordinates(hull), dtype=np.float64)  # closed ring if polygon
 
 
 class _Track:
@@ -168,36 +163,10 @@ class _Track:
         self.sure = (upper < self.max_d) & valid
         self.maybe = np.flatnonzero(valid & (lower < self.max_d))  # sure or doubtful windows
 
-    def first_trailing_compact(self, begin: int, end: int) -> int:
-        """First ``i`` in ``[begin, end)`` whose trailing window is compact, else -1.
-
-        Doubtful windows are resolved lazily (exact rectangle, in small batches), so windows
-        inside a stop, which the caller skips, never pay for the exact test.
-        """
-        k = int(np.searchsorted(self.maybe, begin, side="left"))
-        while k < len(self.maybe) and self.maybe[k] < end:
-            batch = self.maybe[k : k + _DOUBT_BATCH]
-            batch = batch[batch < end]
-            ok = self.sure[batch]
-            doubt = np.flatnonzero(~ok)
-            if doubt.size:
-                first, last = self.s_unc[batch[doubt]], batch[doubt]
-                ok[doubt] = self._exact_many(first, last)
-            hit = np.flatnonzero(ok)
-            if hit.size:
-                return int(batch[hit[0]])
-            k += len(batch)
-        return -1
-
     def _exact_many(self, first: IntArray, last: IntArray) -> BoolArray:
         sizes = last - first + 1
-        members = (
-            np.repeat(first, sizes)
-            + np.arange(sizes.sum())
-            - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        )
         groups = np.repeat(np.arange(len(first)), sizes)
-        return np.asarray(_mrr_diagonal_m(self.lonlat[members], groups) < self.max_d)
+        return np.asarray(_mrr_diagonal_m(self.lonlat[_spread(first, sizes)], groups) < self.max_d)
 
     def _bounds(self, span: FloatArray, first: IntArray | int) -> tuple[FloatArray, FloatArray]:
         """Lower and upper bounds (m) of the rectangle diagonal from the 8 direction spans.
@@ -221,74 +190,6 @@ class _Track:
         upper2 = d_up2 + area * area / np.maximum(d_up2, 1e-300)
         upper = np.sqrt(upper2) * (self.scale_hi[first] * (1.0 + _MARGIN))
         return lower, upper
-
-    def _compact(self, span: FloatArray, first: IntArray, last: IntArray) -> BoolArray:
-        """Windows ``[first..last]`` with extent ``< max_d`` (exact MRR in the doubtful band)."""
-        lower, upper = self._bounds(span, first)
-        ok = upper < self.max_d
-        doubt = np.flatnonzero(~ok & (lower < self.max_d))
-        if doubt.size:
-            ok[doubt] = self._exact_many(first[doubt], last[doubt])
-        return np.asarray(ok)
-
-    def spans_from(
-        self, s: int, a: int, b: int, carry: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Box spans of windows ``[s..j]`` for ``j`` in ``[a, b)``; ``carry``: box of s..a-1."""
-        k2 = self.proj.shape[1]
-        lo = np.minimum.accumulate(np.vstack([carry[:k2], self.proj[a:b]]), axis=0)[1:]
-        hi = np.maximum.accumulate(np.vstack([carry[k2:], self.proj[a:b]]), axis=0)[1:]
-        return hi - lo, np.concatenate([lo[-1], hi[-1]])
-
-    def first_compact_from(self, r: int, a: int, z: int) -> int:
-        """First ``j`` in ``[a, z)`` whose window ``[r..j]`` is compact, else -1."""
-        if a >= z:
-            return -1
-        carry = np.concatenate([self.proj[r], self.proj[r]])
-        span, _ = self.spans_from(r, r + 1, z, carry)
-        j = np.arange(r + 1, z)
-        ok = np.flatnonzero(self._compact(span, np.full(len(j), r), j)[a - r - 1 :])
-        return a + int(ok[0]) if ok.size else -1
-
-    def first_break(self, s: int, a: int, end: int) -> int:
-        """First ``j`` in ``[a, end)`` whose window ``[s..j]`` is not compact, else ``end``.
-
-        Doubtful windows are checked in order with the exact rectangle. The rectangle only
-        depends on the convex hull, so each check uses the hull vertices of the fixes before
-        the batch plus the batch's own fixes (a few dozen points, not the whole stop).
-        """
-        carry = np.concatenate([self.proj[s:a].min(axis=0), self.proj[s:a].max(axis=0)])
-        hull_pts, hull_end = self.lonlat[s:a], a  # points whose hull is the window's s..a-1
-        chunk = _FIRST_CHUNK
-        while a < end:
-            b = min(end, a + chunk)
-            span, carry = self.spans_from(s, a, b, carry)
-            lower, upper = self._bounds(span, s)
-            sure = np.flatnonzero(lower >= self.max_d)
-            stop = a + int(sure[0]) if sure.size else b
-            doubt = a + np.flatnonzero(upper[: stop - a] >= self.max_d)
-            k = 0
-            while k < doubt.size:
-                batch = doubt[k : k + _DOUBT_BATCH]
-                batch = batch[batch - batch[0] < _BATCH_SPAN]
-                k += batch.size
-                hull_pts = _hull_vertices(np.vstack([hull_pts, self.lonlat[hull_end : batch[0]]]))
-                hull_end = int(batch[0])
-                if len(hull_pts) >= 4:  # a fix inside the hull so far leaves the rectangle as is
-                    inside = shapely.contains_xy(shapely.polygons(hull_pts), *self.lonlat[batch].T)
-                    batch = batch[~inside]
-                    if batch.size == 0:
-                        continue
-                tail = batch - hull_end + 1  # fixes hull_end..j for each j
-                sets = [np.vstack([hull_pts, self.lonlat[hull_end : hull_end + t]]) for t in tail]
-                groups = np.repeat(np.arange(len(sets)), [len(x) for x in sets])
-                wide = np.flatnonzero(_mrr_diagonal_m(np.vstack(sets), groups) >= self.max_d)
-                if wide.size:
-                    return int(batch[wide[0]])
-            if stop < b:
-                return stop
-            a, chunk = b, min(chunk * 2, _MAX_CHUNK)
-        return end
 
 
 # -- all technicians at once -------------------------------------------------------------------
@@ -323,6 +224,7 @@ class _Rounds:
         self.r = bounds[:-1].copy()
         self.cursor = self.r + 1
         self.k2 = track.proj.shape[1]
+        self.maybe_padded = np.append(track.maybe, np.iinfo(np.int64).max)
         self.s = np.zeros(n_tech, dtype=np.int64)
         self.a = np.zeros(n_tech, dtype=np.int64)
         self.box = np.zeros((n_tech, 2 * self.k2))
@@ -415,7 +317,7 @@ class _Rounds:
         out = np.full(len(begin), -1, dtype=np.int64)
         todo = np.arange(len(begin))
         width = _SEARCH
-        padded = np.append(maybe, np.iinfo(np.int64).max)
+        padded = self.maybe_padded
         while todo.size:
             kk = k[todo, None] + np.arange(width)[None, :]
             pos = padded[np.minimum(kk, len(maybe))]
@@ -539,13 +441,13 @@ class _Rounds:
         # a degenerate hull (point or segment) contains nothing: every fix counts as outside
         rr, cc, pts = rr[out_of_hull], cc[out_of_hull], pts[out_of_hull]
         check = doubt[rows[rr], cc]
-        # at most _DOUBT_BATCH checks per row; the rest resumes next time
-        rank = np.cumsum(check) - 1
+        # at most _OUTSIDE fixes outside the hull per row (each check's set holds the ones
+        # before it); the rest resumes next step from a new hull
         first_of_row = np.searchsorted(rr, np.arange(len(rows)), side="left")
-        rank -= np.where(first_of_row[rr] > 0, np.cumsum(check)[first_of_row[rr] - 1], 0)
-        limit = check & (rank < _DOUBT_BATCH)
+        rank = np.arange(len(rr)) - first_of_row[rr]
+        limit = check & (rank < _OUTSIDE)
         cut = np.full(len(rows), width, dtype=np.int64)
-        over = check & (rank == _DOUBT_BATCH)
+        over = rank == _OUTSIDE
         cut[rr[over]] = cc[over]
         # doubts past the span are checked next step (they all lie before a sure break)
         beyond = (doubt[rows] & (cols >= c0[:, None] + _BATCH_SPAN)).any(axis=1)
