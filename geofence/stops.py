@@ -66,6 +66,7 @@ STOP_SCHEMA: Final = pl.Schema(
 )
 _BATCH_SPAN: Final = 64  # columns after a stop's first doubtful window checked per step
 _NO_POINTS: Final = np.zeros((0, 2))
+_ROLL_ROWS: Final = 250_000  # fixes per chunk of the trailing-window pass (memory bound)
 _OUTSIDE: Final = 8  # fixes outside a stop's kept hull checked per step
 _STEP: Final = 96  # fixes a growing stop takes per step
 _SEARCH: Final = 32  # candidate windows a search takes per pass
@@ -132,11 +133,27 @@ class _Track:
         self.xy *= m0[:, None]  # isotropic scaling of degree space: same rectangles, metres
         cos, sin = np.cos(_ANGLES_RAD), np.sin(_ANGLES_RAD)
         self.proj = np.hstack([self.xy @ np.vstack([cos, sin]), self.xy @ np.vstack([-sin, cos])])
-        cols = [f"p{k}" for k in range(self.proj.shape[1])]
+        self.s_unc = np.zeros(len(fx), dtype=np.int64)
+        self.sure = np.zeros(len(fx), dtype=bool)
+        maybe = np.zeros(len(fx), dtype=bool)
+        # whole technicians per chunk, so the rolling frame stays small
+        cuts = self.tech_bounds[:: max(1, len(self.tech_bounds) * _ROLL_ROWS // max(len(fx), 1))]
+        cuts = np.unique(np.append(cuts, [0, len(fx)]))
+        for c0, c1 in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            self._trailing(fx.slice(c0, c1 - c0), lo[c0:c1], min_duration, maybe)
+        self.maybe = np.flatnonzero(maybe)  # sure or doubtful windows
+
+    def _trailing(
+        self, fx: pl.DataFrame, lo: IntArray, min_duration: timedelta, maybe: BoolArray
+    ) -> None:
+        """Trailing-window starts and extent bounds of a slice of whole technicians."""
+        i = fx["_i"].to_numpy().astype(np.int64)
+        proj = self.proj[i]
+        cols = [f"p{k}" for k in range(proj.shape[1])]
         by = "technician_id"
         w = (
             fx.select("ts", by, "_i")
-            .with_columns(pl.DataFrame(self.proj, schema=cols, orient="row"))
+            .with_columns(pl.DataFrame(proj, schema=cols, orient="row"))
             .select(
                 pl.col("_i").rolling_min_by("ts", min_duration).over(by).alias("start"),
                 *(
@@ -149,19 +166,20 @@ class _Track:
                 ),
             )
         )
-        i = np.arange(len(fx), dtype=np.int64)
         start = w["start"].to_numpy().astype(np.int64)
         lone = (start == i) & (i > lo)  # one fix in the window: movingpandas keeps two
-        self.s_unc = np.where(lone, i - 1, start)
+        s_unc = np.where(lone, i - 1, start)
         p_lo = w.select([c + "lo" for c in cols]).to_numpy()
         p_hi = w.select([c + "hi" for c in cols]).to_numpy()
+        del w
         prev = self.proj[np.maximum(i - 1, 0)]
-        p_lo = np.where(lone[:, None], np.minimum(prev, self.proj), p_lo)
-        p_hi = np.where(lone[:, None], np.maximum(prev, self.proj), p_hi)
-        lower, upper = self._bounds(p_hi - p_lo, self.s_unc)
+        p_lo = np.where(lone[:, None], np.minimum(prev, proj), p_lo)
+        p_hi = np.where(lone[:, None], np.maximum(prev, proj), p_hi)
+        lower, upper = self._bounds(p_hi - p_lo, s_unc)
         valid = i > lo
-        self.sure = (upper < self.max_d) & valid
-        self.maybe = np.flatnonzero(valid & (lower < self.max_d))  # sure or doubtful windows
+        self.s_unc[i] = s_unc
+        self.sure[i] = (upper < self.max_d) & valid
+        maybe[i] = valid & (lower < self.max_d)
 
     def _exact_many(self, first: IntArray, last: IntArray) -> BoolArray:
         sizes = last - first + 1
