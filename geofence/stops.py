@@ -19,8 +19,13 @@ times it.
 Speed: cheap bounds of the extent for every trailing window come from polars' rolling
 min/max of the fixes projected on eight directions (one pass over all technicians); the
 bounds use the rectangle's minimum area (``_Track._bounds``), and only windows whose bounds
-straddle ``max_diameter_m`` get the exact rectangle (shapely, batched).
-The Python loop runs once per candidate stop; each step works on numpy slices of that stop.
+straddle ``max_diameter_m`` get the exact rectangle (GEOS). The rule then runs as a step
+machine over all technicians at once (``_Rounds``): each step moves every technician on
+(searching for its next compact window, or growing its stop by up to ``_STEP`` fixes) with
+numpy operations over all of them, and sends that step's exact rectangles to GEOS in one
+batch. A growing stop keeps the convex hull of its fixes so far; a later fix inside it cannot
+change the rectangle, so only fixes outside it are checked. The Python loop runs once per
+step of the busiest technician, never once per stop or per fix.
 
 ``centroid_se_m`` (m) is the standard error of the centroid, combining two conservative
 terms in quadrature: the fix scatter ``sqrt(Σ|p - c|² / (n - 1)) / sqrt(n)`` and the reported
@@ -42,6 +47,8 @@ from geofence.errors import ThresholdError, require_columns
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+GeomArray = npt.NDArray[np.object_]
 
 STOP_SCHEMA: Final = pl.Schema(
     {
@@ -57,16 +64,25 @@ STOP_SCHEMA: Final = pl.Schema(
         "duration_s": pl.Float64(),
     }
 )
-_FIRST_CHUNK: Final = 256
-_DOUBT_BATCH: Final = 16
-_MAX_CHUNK: Final = 4096
-_BATCH_SPAN: Final = 64
+_BATCH_SPAN: Final = 64  # columns after a stop's first doubtful window checked per step
+_NO_POINTS: Final = np.zeros((0, 2))
+_ROLL_ROWS: Final = 250_000  # fixes per chunk of the trailing-window pass (memory bound)
+_OUTSIDE: Final = 8  # fixes outside a stop's kept hull checked per step
+_STEP: Final = 96  # fixes a growing stop takes per step
+_SEARCH: Final = 32  # candidate windows a search takes per pass
 
 
 _ANGLES_RAD: Final = np.radians([0.0, 22.5, 45.0, 67.5])
 _COS_HALF: Final = float(np.cos(np.radians(11.25)))
 _SIN_HALF: Final = float(np.sin(np.radians(11.25)))
 _MARGIN: Final = 1e-7  # relative slack of the bounds against rounding
+
+
+def _spread(first: IntArray, sizes: IntArray) -> IntArray:
+    """Positions ``first[k] + 0..sizes[k]-1`` for every ``k``, concatenated."""
+    return np.repeat(first - (np.cumsum(sizes) - sizes), sizes) + np.arange(
+        int(sizes.sum()), dtype=np.int64
+    )
 
 
 def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
@@ -83,14 +99,6 @@ def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
     other = first + np.minimum(2, count - 1)  # rectangle: vertex 2; segment: its end
     p, q = coords[first], coords[other]
     return local_distance_m(p[:, 1], p[:, 0], q[:, 1], q[:, 0])
-
-
-def _hull_vertices(lonlat: FloatArray) -> FloatArray:
-    """Vertices of the convex hull of the points (all of them when degenerate)."""
-    if len(lonlat) < 3:
-        return lonlat
-    hull = shapely.convex_hull(shapely.multipoints(lonlat))
-    return np.asarray(shapely.get_coordinates(hull), dtype=np.float64)  # closed ring if polygon
 
 
 class _Track:
@@ -125,11 +133,27 @@ class _Track:
         self.xy *= m0[:, None]  # isotropic scaling of degree space: same rectangles, metres
         cos, sin = np.cos(_ANGLES_RAD), np.sin(_ANGLES_RAD)
         self.proj = np.hstack([self.xy @ np.vstack([cos, sin]), self.xy @ np.vstack([-sin, cos])])
-        cols = [f"p{k}" for k in range(self.proj.shape[1])]
+        self.s_unc = np.zeros(len(fx), dtype=np.int64)
+        self.sure = np.zeros(len(fx), dtype=bool)
+        maybe = np.zeros(len(fx), dtype=bool)
+        # whole technicians per chunk, so the rolling frame stays small
+        cuts = self.tech_bounds[:: max(1, len(self.tech_bounds) * _ROLL_ROWS // max(len(fx), 1))]
+        cuts = np.unique(np.append(cuts, [0, len(fx)]))
+        for c0, c1 in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            self._trailing(fx.slice(c0, c1 - c0), lo[c0:c1], min_duration, maybe)
+        self.maybe = np.flatnonzero(maybe)  # sure or doubtful windows
+
+    def _trailing(
+        self, fx: pl.DataFrame, lo: IntArray, min_duration: timedelta, maybe: BoolArray
+    ) -> None:
+        """Trailing-window starts and extent bounds of a slice of whole technicians."""
+        i = fx["_i"].to_numpy().astype(np.int64)
+        proj = self.proj[i]
+        cols = [f"p{k}" for k in range(proj.shape[1])]
         by = "technician_id"
         w = (
             fx.select("ts", by, "_i")
-            .with_columns(pl.DataFrame(self.proj, schema=cols, orient="row"))
+            .with_columns(pl.DataFrame(proj, schema=cols, orient="row"))
             .select(
                 pl.col("_i").rolling_min_by("ts", min_duration).over(by).alias("start"),
                 *(
@@ -142,50 +166,25 @@ class _Track:
                 ),
             )
         )
-        i = np.arange(len(fx), dtype=np.int64)
         start = w["start"].to_numpy().astype(np.int64)
         lone = (start == i) & (i > lo)  # one fix in the window: movingpandas keeps two
-        self.s_unc = np.where(lone, i - 1, start)
+        s_unc = np.where(lone, i - 1, start)
         p_lo = w.select([c + "lo" for c in cols]).to_numpy()
         p_hi = w.select([c + "hi" for c in cols]).to_numpy()
+        del w
         prev = self.proj[np.maximum(i - 1, 0)]
-        p_lo = np.where(lone[:, None], np.minimum(prev, self.proj), p_lo)
-        p_hi = np.where(lone[:, None], np.maximum(prev, self.proj), p_hi)
-        lower, upper = self._bounds(p_hi - p_lo, self.s_unc)
+        p_lo = np.where(lone[:, None], np.minimum(prev, proj), p_lo)
+        p_hi = np.where(lone[:, None], np.maximum(prev, proj), p_hi)
+        lower, upper = self._bounds(p_hi - p_lo, s_unc)
         valid = i > lo
-        self.sure = (upper < self.max_d) & valid
-        self.maybe = np.flatnonzero(valid & (lower < self.max_d))  # sure or doubtful windows
+        self.s_unc[i] = s_unc
+        self.sure[i] = (upper < self.max_d) & valid
+        maybe[i] = valid & (lower < self.max_d)
 
-    def first_trailing_compact(self, begin: int, end: int) -> int:
-        """First ``i`` in ``[begin, end)`` whose trailing window is compact, else -1.
-
-        Doubtful windows are resolved lazily (exact rectangle, in small batches), so windows
-        inside a stop, which the caller skips, never pay for the exact test.
-        """
-        k = int(np.searchsorted(self.maybe, begin, side="left"))
-        while k < len(self.maybe) and self.maybe[k] < end:
-            batch = self.maybe[k : k + _DOUBT_BATCH]
-            batch = batch[batch < end]
-            ok = self.sure[batch]
-            doubt = np.flatnonzero(~ok)
-            if doubt.size:
-                first, last = self.s_unc[batch[doubt]], batch[doubt]
-                ok[doubt] = self._exact_many(first, last)
-            hit = np.flatnonzero(ok)
-            if hit.size:
-                return int(batch[hit[0]])
-            k += len(batch)
-        return -1
-
-    def _exact_many(self, first: IntArray, last: IntArray) -> npt.NDArray[np.bool_]:
+    def _exact_many(self, first: IntArray, last: IntArray) -> BoolArray:
         sizes = last - first + 1
-        members = (
-            np.repeat(first, sizes)
-            + np.arange(sizes.sum())
-            - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        )
         groups = np.repeat(np.arange(len(first)), sizes)
-        return np.asarray(_mrr_diagonal_m(self.lonlat[members], groups) < self.max_d)
+        return np.asarray(_mrr_diagonal_m(self.lonlat[_spread(first, sizes)], groups) < self.max_d)
 
     def _bounds(self, span: FloatArray, first: IntArray | int) -> tuple[FloatArray, FloatArray]:
         """Lower and upper bounds (m) of the rectangle diagonal from the 8 direction spans.
@@ -210,100 +209,299 @@ class _Track:
         upper = np.sqrt(upper2) * (self.scale_hi[first] * (1.0 + _MARGIN))
         return lower, upper
 
-    def _compact(self, span: FloatArray, first: IntArray, last: IntArray) -> npt.NDArray[np.bool_]:
-        """Windows ``[first..last]`` with extent ``< max_d`` (exact MRR in the doubtful band)."""
-        lower, upper = self._bounds(span, first)
-        ok = upper < self.max_d
-        doubt = np.flatnonzero(~ok & (lower < self.max_d))
-        if doubt.size:
-            ok[doubt] = self._exact_many(first[doubt], last[doubt])
-        return np.asarray(ok)
 
-    def spans_from(
-        self, s: int, a: int, b: int, carry: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Box spans of windows ``[s..j]`` for ``j`` in ``[a, b)``; ``carry``: box of s..a-1."""
-        k2 = self.proj.shape[1]
-        lo = np.minimum.accumulate(np.vstack([carry[:k2], self.proj[a:b]]), axis=0)[1:]
-        hi = np.maximum.accumulate(np.vstack([carry[k2:], self.proj[a:b]]), axis=0)[1:]
-        return hi - lo, np.concatenate([lo[-1], hi[-1]])
+# -- all technicians at once -------------------------------------------------------------------
+def _first_true(mask: BoolArray) -> IntArray:
+    """Column of the first True per row; the row length where there is none."""
+    width = mask.shape[1]
+    return np.where(mask.any(axis=1), mask.argmax(axis=1), width).astype(np.int64)
 
-    def first_compact_from(self, r: int, a: int, z: int) -> int:
-        """First ``j`` in ``[a, z)`` whose window ``[r..j]`` is compact, else -1."""
-        if a >= z:
-            return -1
-        carry = np.concatenate([self.proj[r], self.proj[r]])
-        span, _ = self.spans_from(r, r + 1, z, carry)
-        j = np.arange(r + 1, z)
-        ok = np.flatnonzero(self._compact(span, np.full(len(j), r), j)[a - r - 1 :])
-        return a + int(ok[0]) if ok.size else -1
 
-    def first_break(self, s: int, a: int, end: int) -> int:
-        """First ``j`` in ``[a, end)`` whose window ``[s..j]`` is not compact, else ``end``.
+def _gather(track: _Track, a: IntArray, width: int, end: IntArray) -> tuple[IntArray, BoolArray]:
+    """Positions ``a + 0..width-1`` per row (clipped) and which of them are before ``end``."""
+    j = a[:, None] + np.arange(width, dtype=np.int64)[None, :]
+    valid = j < end[:, None]
+    return np.minimum(j, len(track.t_us) - 1), valid
 
-        Doubtful windows are checked in order with the exact rectangle. The rectangle only
-        depends on the convex hull, so each check uses the hull vertices of the fixes before
-        the batch plus the batch's own fixes (a few dozen points, not the whole stop).
+
+class _Rounds:
+    """The rule of ``_find_ranges`` for all technicians at once, as a step machine.
+
+    Each technician is either searching (the first compact window at or after its cursor)
+    or growing a stop (``_STEP`` fixes per step, until the window breaks). One step moves
+    every technician on by numpy operations over all of them, and exact rectangles go to
+    GEOS in one batch per step, so the Python loop runs once per step of the busiest
+    technician, not once per stop or per fix.
+    """
+
+    def __init__(self, track: _Track, min_us: int):
+        self.tr, self.min_us = track, min_us
+        bounds = track.tech_bounds
+        n_tech = len(bounds) - 1
+        self.end = bounds[1:].copy()
+        self.r = bounds[:-1].copy()
+        self.cursor = self.r + 1
+        self.k2 = track.proj.shape[1]
+        self.maybe_padded = np.append(track.maybe, np.iinfo(np.int64).max)
+        self.s = np.zeros(n_tech, dtype=np.int64)
+        self.a = np.zeros(n_tech, dtype=np.int64)
+        self.box = np.zeros((n_tech, 2 * self.k2))
+        # convex hull of [hull_s..hull_end-1] per technician (its current stop's prefix)
+        self.hull_s = np.full(n_tech, -1, dtype=np.int64)
+        self.hull_end = np.zeros(n_tech, dtype=np.int64)
+        self.hull_pts: list[FloatArray] = [_NO_POINTS] * n_tech
+
+    def run(self) -> list[tuple[int, int]]:
+        found_s: list[IntArray] = []
+        found_e: list[IntArray] = []
+        search = np.flatnonzero(self.cursor < self.end)
+        growing = np.zeros(0, dtype=np.int64)
+        while search.size or growing.size:
+            if search.size:
+                i_star, s = self._candidates(search)
+                hit = i_star >= 0
+                search, i_star, s = search[hit], i_star[hit], s[hit]
+                self.s[search], self.a[search] = s, i_star + 1
+                self.box[search] = self._box(s, i_star)
+                growing = np.concatenate([growing, search])
+            if not growing.size:
+                break
+            e = self._grow(growing)
+            done = e >= 0
+            fin, e = growing[done], e[done]
+            growing = growing[~done]
+            s = self.s[fin]
+            t = self.tr.t_us
+            keep = t[e - 1] - t[s] >= self.min_us
+            found_s.append(s[keep])
+            found_e.append(e[keep] - 1)
+            self.r[fin[keep]] = e[keep]
+            self.cursor[fin] = e + 1
+            search = fin[self.cursor[fin] < self.end[fin]]
+        if not found_s:
+            return []
+        first, last = np.concatenate(found_s), np.concatenate(found_e)
+        order = np.argsort(first, kind="stable")
+        return list(zip(first[order].tolist(), last[order].tolist(), strict=True))
+
+    # step 1: the first compact window at or after the cursor --------------------------------
+    def _candidates(self, act: IntArray) -> tuple[IntArray, IntArray]:
+        tr = self.tr
+        r, cur, end = self.r[act], self.cursor[act], self.end[act]
+        z = np.maximum(np.searchsorted(tr.s_unc, r, side="left"), r + 1)
+        z = np.minimum(z, end)
+        i_star = np.full(act.size, -1, dtype=np.int64)
+        s = r.copy()
+        clip = np.flatnonzero(cur < z)
+        if clip.size:
+            i_star[clip] = self._first_clipped(r[clip], cur[clip], z[clip])
+        rest = np.flatnonzero(i_star < 0)
+        if rest.size:
+            i = self._first_trailing(np.maximum(cur[rest], z[rest]), end[rest])
+            i_star[rest] = i
+            s[rest] = np.where(i >= 0, tr.s_unc[np.maximum(i, 0)], -1)
+        return i_star, s
+
+    def _first_clipped(self, r: IntArray, cur: IntArray, z: IntArray) -> IntArray:
+        """First ``j`` in ``[cur, z)`` whose window ``[r..j]`` is compact, else -1."""
+        tr = self.tr
+        width = int((z - r).max())
+        j, valid = _gather(tr, r, width, z)
+        p = tr.proj[j]
+        lo = np.minimum.accumulate(p, axis=1)
+        hi = np.maximum.accumulate(p, axis=1)
+        span = (hi - lo).reshape(-1, self.k2)
+        first = np.repeat(r, width)
+        lower, upper = tr._bounds(span, first)
+        shape = (len(r), width)
+        lower, upper = lower.reshape(shape), upper.reshape(shape)
+        valid &= j >= cur[:, None]
+        sure = valid & (upper < tr.max_d)
+        col_sure = _first_true(sure)
+        doubt = valid & ~sure & (lower < tr.max_d)
+        doubt &= np.arange(width)[None, :] < col_sure[:, None]
+        ok = sure.copy()
+        rows, cols = np.nonzero(doubt)
+        if rows.size:
+            ok[rows, cols] = tr._exact_many(r[rows], j[rows, cols])
+        col = _first_true(ok)
+        return np.where(col < width, r + col, -1)
+
+    def _first_trailing(self, begin: IntArray, end: IntArray) -> IntArray:
+        """First ``i`` in ``[begin, end)`` whose trailing window is compact, else -1."""
+        tr = self.tr
+        maybe = tr.maybe
+        k = np.searchsorted(maybe, begin, side="left")
+        out = np.full(len(begin), -1, dtype=np.int64)
+        todo = np.arange(len(begin))
+        width = _SEARCH
+        padded = self.maybe_padded
+        while todo.size:
+            kk = k[todo, None] + np.arange(width)[None, :]
+            pos = padded[np.minimum(kk, len(maybe))]
+            valid = pos < end[todo, None]
+            p = np.where(valid, pos, 0)
+            sure = valid & tr.sure[p]
+            col_sure = _first_true(sure)
+            doubt = valid & ~sure & (np.arange(width)[None, :] < col_sure[:, None])
+            ok = sure.copy()
+            rows, cols = np.nonzero(doubt)
+            if rows.size:
+                last = p[rows, cols]
+                ok[rows, cols] = tr._exact_many(tr.s_unc[last], last)
+            col = _first_true(ok)
+            hit = col < width
+            out[todo[hit]] = p[hit, col[hit]]
+            more = ~hit & valid[:, -1]
+            k[todo] += width
+            todo = todo[more]
+        return out
+
+    # step 2: one step of growing each stop until its window breaks --------------------------
+    def _box(self, s: IntArray, last: IntArray) -> FloatArray:
+        """Box (8 minima, 8 maxima) of each window ``[s..last]`` (a compact one: short)."""
+        j, valid = _gather(self.tr, s, int((last - s).max(initial=0)) + 1, last + 1)
+        p = self.tr.proj[j]
+        return np.hstack(
+            [
+                np.where(valid[:, :, None], p, np.inf).min(axis=1),
+                np.where(valid[:, :, None], p, -np.inf).max(axis=1),
+            ]
+        )
+
+    def _grow(self, techs: IntArray) -> IntArray:
+        """Break of each technician's stop (first ``j`` whose ``[s..j]`` is not compact, or
+        the track end) where this step finds it, else -1 (``a`` and ``box`` move on)."""
+        tr, k2, width = self.tr, self.k2, _STEP
+        s, a, end = self.s[techs], self.a[techs], self.end[techs]
+        e = np.where(a >= end, end, -1)
+        rows = np.flatnonzero(a < end)
+        if not rows.size:
+            return e
+        s, a, end, box = s[rows], a[rows], end[rows], self.box[techs[rows]]
+        j, valid = _gather(tr, a, width, end)
+        p = tr.proj[j]
+        lo = np.minimum(np.minimum.accumulate(p, axis=1), box[:, None, :k2])
+        hi = np.maximum(np.maximum.accumulate(p, axis=1), box[:, None, k2:])
+        lower, upper = tr._bounds((hi - lo).reshape(-1, k2), np.repeat(s, width))
+        lower, upper = lower.reshape(j.shape), upper.reshape(j.shape)
+        col_wide = _first_true(valid & (lower >= tr.max_d))
+        before = np.arange(width)[None, :] < col_wide[:, None]
+        doubt = valid & before & (upper >= tr.max_d)
+        col_exact = self._exact_breaks(
+            techs[rows], s, a, j, valid & before, doubt, _first_true(doubt)
+        )
+        resume = col_exact < 0  # doubts left unchecked: go on from the first of them
+        col = np.where(resume, width, np.minimum(col_exact, col_wide))
+        done = col < width
+        at_end = ~done & ~resume & ~valid[:, -1]
+        e[rows[done]] = a[done] + col[done]
+        e[rows[at_end]] = end[at_end]
+        go = np.flatnonzero(~done & ~at_end)
+        last = np.where(resume, -col_exact - 1, width)[go] - 1  # last column known compact
+        t_go = techs[rows[go]]
+        self.box[t_go, :k2] = lo[go, last]
+        self.box[t_go, k2:] = hi[go, last]
+        self.a[t_go] = a[go] + last + 1
+        return e
+
+    def _prefix_hulls(self, techs: IntArray, s: IntArray, stop: IntArray) -> GeomArray:
+        """Convex hull of each window ``[s..stop-1]``, from the hull kept for the technician's
+        current stop plus the fixes added since (so a long stop is not re-read each step)."""
+        reuse = (self.hull_s[techs] == s) & (self.hull_end[techs] <= stop)
+        start = np.where(reuse, self.hull_end[techs], s)
+        kept = [
+            self.hull_pts[t] if ok else _NO_POINTS
+            for t, ok in zip(techs.tolist(), reuse.tolist(), strict=True)
+        ]
+        sizes = stop - start
+        fresh = self.tr.lonlat[_spread(start, sizes)]
+        n_kept = np.array([len(k) for k in kept], dtype=np.int64)
+        owner = np.concatenate(
+            [np.repeat(np.arange(len(s)), n_kept), np.repeat(np.arange(len(s)), sizes)]
+        )
+        order = np.argsort(owner, kind="stable")
+        pts = np.vstack([*kept, fresh])[order]
+        hull = shapely.convex_hull(shapely.multipoints(pts, indices=owner[order]))
+        coords, h_owner = shapely.get_coordinates(hull, return_index=True)
+        cuts = np.searchsorted(h_owner, np.arange(1, len(s)))
+        for t, first, end, part in zip(
+            techs.tolist(), s.tolist(), stop.tolist(), np.split(coords, cuts), strict=True
+        ):
+            self.hull_s[t], self.hull_end[t], self.hull_pts[t] = first, end, part
+        return np.asarray(hull)
+
+    def _exact_breaks(
+        self, techs: IntArray, s: IntArray, a: IntArray, j: IntArray, inside: BoolArray,
+        doubt: BoolArray, col_doubt: IntArray,
+    ) -> IntArray:  # fmt: skip
+        """Per row, the first doubtful column whose window ``[s..j]`` is not compact.
+
+        The windows up to the first doubt are compact; their convex hull stands for them (the
+        rectangle depends on the hull only). A later fix inside that hull changes nothing, so
+        only fixes outside it are added, and only windows ending at one are checked. Returns
+        the column, ``width`` when every doubt was cleared, or ``-c - 1`` when the check
+        stopped early at column ``c`` (the caller resumes there).
         """
-        carry = np.concatenate([self.proj[s:a].min(axis=0), self.proj[s:a].max(axis=0)])
-        hull_pts, hull_end = self.lonlat[s:a], a  # points whose hull is the window's s..a-1
-        chunk = _FIRST_CHUNK
-        while a < end:
-            b = min(end, a + chunk)
-            span, carry = self.spans_from(s, a, b, carry)
-            lower, upper = self._bounds(span, s)
-            sure = np.flatnonzero(lower >= self.max_d)
-            stop = a + int(sure[0]) if sure.size else b
-            doubt = a + np.flatnonzero(upper[: stop - a] >= self.max_d)
-            k = 0
-            while k < doubt.size:
-                batch = doubt[k : k + _DOUBT_BATCH]
-                batch = batch[batch - batch[0] < _BATCH_SPAN]
-                k += batch.size
-                hull_pts = _hull_vertices(np.vstack([hull_pts, self.lonlat[hull_end : batch[0]]]))
-                hull_end = int(batch[0])
-                if len(hull_pts) >= 4:  # a fix inside the hull so far leaves the rectangle as is
-                    inside = shapely.contains_xy(shapely.polygons(hull_pts), *self.lonlat[batch].T)
-                    batch = batch[~inside]
-                    if batch.size == 0:
-                        continue
-                tail = batch - hull_end + 1  # fixes hull_end..j for each j
-                sets = [np.vstack([hull_pts, self.lonlat[hull_end : hull_end + t]]) for t in tail]
-                groups = np.repeat(np.arange(len(sets)), [len(x) for x in sets])
-                wide = np.flatnonzero(_mrr_diagonal_m(np.vstack(sets), groups) >= self.max_d)
-                if wide.size:
-                    return int(batch[wide[0]])
-            if stop < b:
-                return stop
-            a, chunk = b, min(chunk * 2, _MAX_CHUNK)
-        return end
+        tr = self.tr
+        width = j.shape[1]
+        out = np.full(len(s), width, dtype=np.int64)
+        rows = np.flatnonzero(col_doubt < width)
+        if not rows.size:
+            return out
+        c0 = col_doubt[rows]
+        hull = self._prefix_hulls(techs[rows], s[rows], a[rows] + c0)
+        cols = np.arange(width)[None, :]
+        cand = inside[rows] & (cols >= c0[:, None]) & (cols < c0[:, None] + _BATCH_SPAN)
+        rr, cc = np.nonzero(cand)
+        pts = tr.lonlat[j[rows[rr], cc]]
+        out_of_hull = ~shapely.contains_xy(hull[rr], pts[:, 0], pts[:, 1])
+        # a degenerate hull (point or segment) contains nothing: every fix counts as outside
+        rr, cc, pts = rr[out_of_hull], cc[out_of_hull], pts[out_of_hull]
+        check = doubt[rows[rr], cc]
+        # at most _OUTSIDE fixes outside the hull per row (each check's set holds the ones
+        # before it); the rest resumes next step from a new hull
+        first_of_row = np.searchsorted(rr, np.arange(len(rows)), side="left")
+        rank = np.arange(len(rr)) - first_of_row[rr]
+        limit = check & (rank < _OUTSIDE)
+        cut = np.full(len(rows), width, dtype=np.int64)
+        over = rank == _OUTSIDE
+        cut[rr[over]] = cc[over]
+        # doubts past the span are checked next step (they all lie before a sure break)
+        beyond = (doubt[rows] & (cols >= c0[:, None] + _BATCH_SPAN)).any(axis=1)
+        cut[beyond] = np.minimum(cut[beyond], (c0 + _BATCH_SPAN)[beyond])
+        hv, h_owner = shapely.get_coordinates(hull, return_index=True)
+        n_hull = np.bincount(h_owner, minlength=len(rows))
+        q = np.flatnonzero(limit)
+        wide = np.zeros(len(q), dtype=bool)
+        if len(q):
+            # check q's set: its row's hull vertices, then its row's outside fixes up to it
+            row_q = rr[q]
+            first_out = np.searchsorted(rr, row_q, side="left")
+            sizes_q = n_hull[row_q] + q - first_out + 1
+            owner = np.repeat(np.arange(len(q)), sizes_q)
+            offs = np.arange(int(sizes_q.sum())) - np.repeat(np.cumsum(sizes_q) - sizes_q, sizes_q)
+            n_h = n_hull[row_q][owner]
+            h_first = (np.cumsum(n_hull) - n_hull)[row_q][owner]
+            from_hull = offs < n_h
+            src = np.where(from_hull, h_first + offs, first_out[owner] + offs - n_h)
+            chosen = np.where(
+                from_hull[:, None],
+                hv[np.where(from_hull, src, 0)],
+                pts[np.where(from_hull, 0, src)],
+            )
+            wide = _mrr_diagonal_m(chosen, owner) >= tr.max_d
+        hit_cols = np.full(len(rows), width, dtype=np.int64)
+        qw = q[wide]
+        np.minimum.at(hit_cols, rr[qw], cc[qw])
+        res = np.where(hit_cols < cut, hit_cols, np.where(cut < width, -cut - 1, width))
+        out[rows] = res
+        return out
 
 
 def _find_ranges(track: _Track, min_us: int) -> list[tuple[int, int]]:
     """Index ranges ``[first, last]`` of the stops, following the module docstring's rule."""
-    found: list[tuple[int, int]] = []
-    bounds = track.tech_bounds
-    for t0, t_end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        r, cursor = t0, t0 + 1
-        while cursor < t_end:
-            # windows clipped at the reset point r: [r..i] for i < z
-            z = r + int(np.searchsorted(track.s_unc[r:t_end], r, side="left"))
-            z = max(z, r + 1)
-            i_star, s = -1, r
-            if cursor < z:
-                i_star = track.first_compact_from(r, cursor, z)
-            if i_star < 0:
-                i_star = track.first_trailing_compact(max(cursor, z), t_end)
-                if i_star < 0:
-                    break
-                s = int(track.s_unc[i_star])
-            e = track.first_break(s, i_star + 1, t_end)
-            last = e - 1
-            if track.t_us[last] - track.t_us[s] >= min_us:
-                found.append((s, last))
-                r = e
-            cursor = e + 1
-    return found
+    return _Rounds(track, min_us).run()
 
 
 def _summarise(fx: pl.DataFrame, track: _Track, ranges: list[tuple[int, int]]) -> pl.DataFrame:

@@ -4,8 +4,10 @@ Stages (each a small function below):
 
 1. ``load_arrivals``  – every "arrived" event with its ticket's customer point (WGS84) and site.
 2. ``load_evidence``  – GPS fixes and UWB positions of those technicians, only inside each
-   arrival's window (a join on (technician, time), which the table's sort order serves).
-3. ``detect_stops``   – stops on the window fixes (``geofence.stops``).
+   arrival's window (``windows``: from ``arrival_lookback + stop_min_duration + max_fix_gap``
+   before to 15 min after; a join on (technician, time), which the table's sort order serves).
+3. ``window_stops``   – stops on those window fixes only (``geofence.stops``), never on a
+   technician's whole month.
 4. ``verify``         – ``geofence.verdict.verify_arrivals`` with thresholds from settings.
 5. ``write_checks``   – replace those events' rows in ``arrival_checks`` in one transaction,
    with every evidence column kept as JSON so an auditor can see why.
@@ -74,7 +76,8 @@ def load_arrivals(store: Store, *, since: datetime | None = None) -> pl.DataFram
     )
 
 
-def _windows(arrivals: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
+def windows(arrivals: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
+    """Each arrival's evidence window ``[lo, hi]`` (technician_id, lo, hi)."""
     before = th.arrival_lookback + th.stop_min_duration + th.max_fix_gap
     return arrivals.select(
         "technician_id",
@@ -87,19 +90,19 @@ def load_evidence(
     store: Store, arrivals: pl.DataFrame, th: ArrivalThresholds
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Fixes and UWB positions of the arrivals' technicians inside their windows only."""
-    windows = _windows(arrivals, th)
+    win = windows(arrivals, th)
     fixes = store.query_frames(
         "SELECT DISTINCT f.technician_id, f.ts, f.lat, f.lon, f.accuracy_m, f.speed_mps, "
         "f.mock_location FROM gps_fixes f JOIN win w ON f.technician_id = w.technician_id "
         "AND f.ts BETWEEN w.lo AND w.hi ORDER BY f.technician_id, f.ts",
-        {"win": windows},
+        {"win": win},
     )
     uwb = store.query_frames(
         "SELECT DISTINCT u.tag_id AS technician_id, u.site_id, u.ts, u.lat, u.lon, "
         "coalesce(u.error_m, 0.1) AS error_m "
         "FROM uwb_positions u JOIN win w ON u.tag_id = w.technician_id "
         "AND u.ts BETWEEN w.lo AND w.hi ORDER BY u.tag_id, u.ts",
-        {"win": windows},
+        {"win": win},
     )
     return fixes, uwb
 
@@ -112,10 +115,15 @@ def verify(
     *,
     now: datetime,
 ) -> pl.DataFrame:
-    stops = detect_stops(
+    stops = window_stops(fixes, th)
+    return verify_arrivals(arrivals, fixes, stops, uwb if uwb.height else None, th, now=now)
+
+
+def window_stops(fixes: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
+    """Stops on the arrivals' window fixes (``load_evidence``), the only fixes it is given."""
+    return detect_stops(
         fixes, max_diameter_m=th.stop_max_diameter_m, min_duration=th.stop_min_duration
     )
-    return verify_arrivals(arrivals, fixes, stops, uwb if uwb.height else None, th, now=now)
 
 
 _EVIDENCE_SKIP = {"ticket_id", "event_id", "technician_id", "ts", "verdict", "reason", "region"}

@@ -317,3 +317,39 @@ def test_stop_far_from_the_technicians_first_fix() -> None:
     assert out.height == 1
     assert out["n_fixes"][0] == 30
     assert out["diameter_m"][0] == pytest.approx(20.0, abs=0.01)
+
+
+def _fleet(n_tech: int, n_stops: int, seed: int = 5) -> pl.DataFrame:
+    """Technicians alternating noisy stays (3.5 m scatter, extents near 15 m) and drives."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(n_tech):
+        path: list[tuple[float, float]] = []
+        here = np.zeros(2)
+        for _ in range(n_stops):
+            stay = here + rng.normal(0.0, 3.5, (int(rng.integers(20, 60)), 2))
+            path += [(float(e), float(n)) for e, n in stay]
+            heading = rng.uniform(0.0, 2.0 * np.pi)
+            for _ in range(int(rng.integers(8, 20))):
+                here = here + 60.0 * np.array([np.cos(heading), np.sin(heading)])
+                path.append((float(here[0]), float(here[1])))
+        parts.append(make_fixes(path, technician_id=f"t{k:02d}", step_s=7.0, lat=30.0, lon=120.0))
+    return pl.concat(parts)
+
+
+def test_exact_rectangles_are_batched_across_technicians(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GEOS is asked for exact rectangles once per step of all technicians, not per stop."""
+    import shapely
+
+    calls = 0
+    exact = shapely.oriented_envelope
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return exact(*args, **kwargs)
+
+    monkeypatch.setattr(shapely, "oriented_envelope", counted)
+    out = detect_stops(_fleet(24, 15), max_diameter_m=15.0, min_duration=timedelta(minutes=2))
+    assert out.height > 200
+    assert calls * 2 < out.height

@@ -4,12 +4,15 @@ against: the issue's figures and the calibration of the verdicts' probabilities.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import polars as pl
 import pytest
 
-from pipelines.arrivals.runner import run_arrivals
+from geofence.stops import detect_stops
+from pipelines.arrivals import runner
+from pipelines.arrivals.runner import load_arrivals, load_evidence, run_arrivals, thresholds_from
 from pipelines.settings import Settings
 from pipelines.store.gateway import Store
 from pipelines.views.analytics import reliability
@@ -151,3 +154,68 @@ def test_gcj_region_customers_are_stored_in_wgs84(demo_world: tuple[Any, Any], d
     assert moved.height == manifest["planted"]["gcj_region"]["ticket_count"]
     shift_deg = (moved["lat"] - moved["lat_in"]).abs().max()
     assert 0.001 < shift_deg < 0.01  # a few hundred metres, converted before any distance
+
+
+def test_stop_stage_gets_only_the_arrival_windows(
+    demo_world: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stops are detected on the fixes around arrivals, not on every fix of the month."""
+    settings, _ = demo_world
+    given: list[pl.DataFrame] = []
+
+    def recording(fixes: pl.DataFrame, **kwargs: Any) -> pl.DataFrame:
+        given.append(fixes)
+        return detect_stops(fixes, **kwargs)
+
+    monkeypatch.setattr(runner, "detect_stops", recording)
+    th = thresholds_from(settings.thresholds)
+    with Store(settings.store_path) as store:
+        run_arrivals(store, settings)
+        all_fixes = store.count("gps_fixes")
+        win = runner.windows(load_arrivals(store), th).sort("technician_id", "lo")
+    (fixes,) = given
+    # each fix passed lies in a window of its technician (the latest window starting before it
+    # may end before it while an earlier, longer one still covers it: take the running max)
+    win = win.with_columns(pl.col("hi").cum_max().over("technician_id"))
+    placed = fixes.sort("technician_id", "ts").join_asof(
+        win, left_on="ts", right_on="lo", by="technician_id", check_sortedness=False
+    )
+    outside = placed.filter(pl.col("hi").is_null() | (pl.col("ts") > pl.col("hi")))
+    assert outside.height == 0
+    assert fixes.select("technician_id", "ts").is_duplicated().sum() == 0
+    assert 0 < fixes.height < all_fixes
+
+
+@pytest.mark.slow
+def test_window_stops_are_movingpandas_stops(demo_world: tuple[Any, Any]) -> None:
+    """The verdicts' stops on the demo's window fixes, fix for fix, are movingpandas' stops."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mpd = pytest.importorskip("movingpandas")
+        import geopandas as gpd
+
+    settings, _ = demo_world
+    th = thresholds_from(settings.thresholds)
+    with Store(settings.store_path) as store:
+        arrivals = load_arrivals(store)
+        busiest = arrivals.group_by("technician_id").len().sort("len", "technician_id").tail(3)
+        mine = arrivals.filter(pl.col("technician_id").is_in(busiest["technician_id"].implode()))
+        fixes, _uwb = load_evidence(store, mine, th)
+    ours = runner.window_stops(fixes, th)
+    pdf = fixes.select("technician_id", "ts", "lat", "lon").to_pandas()
+    gdf = gpd.GeoDataFrame(pdf, geometry=gpd.points_from_xy(pdf.lon, pdf.lat), crs=4326)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tc = mpd.TrajectoryCollection(gdf, "technician_id", t="ts")
+        ranges = mpd.TrajectoryStopDetector(tc).get_stop_time_ranges(
+            max_diameter=th.stop_max_diameter_m, min_duration=th.stop_min_duration
+        )
+    theirs = sorted(
+        (str(r.traj_id), r.t_0.tz_localize(None), r.t_n.tz_localize(None)) for r in ranges
+    )
+    mine_ranges = sorted(
+        (t, s.replace(tzinfo=None), e.replace(tzinfo=None))
+        for t, s, e in ours.select("technician_id", "start_ts", "end_ts").iter_rows()
+    )
+    assert len(mine_ranges) > 20
+    assert mine_ranges == theirs
