@@ -31,13 +31,16 @@ from pipelines.generate.geo import region_box_m, to_latlon
 from pipelines.generate.gps import sample_fixes
 from pipelines.generate.tickets import (
     DAY_S,
+    LEGACY_ESTATE,
     LOCAL_OFFSET_S,
     Ticket,
+    assign_channels,
     background_tickets,
     choose_faults,
     day0_s,
     extra_tickets,
     plan_visits,
+    plant_missing_parts,
 )
 
 CLUSTER_TAG = "refrigerant_leak"
@@ -46,6 +49,11 @@ CLUSTER_RADIUS_M = 700.0
 CLUSTER_SPAN_H = 60.0
 OUTAGE_TICKETS = 8
 GCJ_REGION = "east"
+# A customer chases (calls or messages to ask where the technician is) when the wait from
+# report to the technician's arrival drags: with probability 1 - exp(-(wait_h - 2) / 12)
+# once the wait exceeds 2 h, 1–3 times between an hour after creation and the arrival.
+CHASE_AFTER_H = 2.0
+CHASE_SCALE_H = 12.0
 Progress = Callable[[str, float], None]
 
 _STREAMS = {
@@ -58,6 +66,7 @@ _STREAMS = {
     "bad": 7,
     "day": 8,
     "gps": 9,
+    "report": 10,
 }
 
 
@@ -88,6 +97,13 @@ class World:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     chases: list[dict[str, Any]] = field(default_factory=list)
     reopened: list[dict[str, Any]] = field(default_factory=list)
+    estate_xy_m: tuple[float, float] = (0.0, 0.0)
+
+
+def estate_center_m(region: str, offset_m: tuple[float, float]) -> tuple[float, float]:
+    """Local metres of the legacy estate's centre: its region box centre plus the offset."""
+    x0, y0, x1, y1 = region_box_m(region)
+    return (x0 + x1) / 2 + offset_m[0], (y0 + y1) / 2 + offset_m[1]
 
 
 def _disk(rng: np.random.Generator, n: int, center: tuple[float, float], r_m: float) -> Any:
@@ -141,6 +157,10 @@ def _make_tickets(world: World, outdoor: list[Customer], indoor: list[Customer])
     for i, t in enumerate(tickets):
         t.ticket_id = f"TKT-{i + 1:06d}"
     choose_faults(rng, tickets, world.scale)
+    report_rng = stream(world.seed, "report")
+    assign_channels(report_rng, tickets)
+    world.estate_xy_m = estate_center_m(LEGACY_ESTATE[0], LEGACY_ESTATE[1])
+    plant_missing_parts(report_rng, tickets, world.estate_xy_m)
     world.tickets = tickets
     cluster_ids = [t.ticket_id for t in tickets if t.key >= 100_000 and t.key < 200_000]
     clat, clon = to_latlon(*c_xy)
@@ -183,15 +203,12 @@ def _close_tickets(world: World) -> None:
             ev = t.add_event("reopened", again, t.customer.customer_id, "problem is back")
             t.add_event("closed", again + float(rng.uniform(3600, 24 * 3600)), "dispatcher")
             world.reopened.append({"ticket_id": t.ticket_id, "event_id": ev})
-    waits = []
-    for i, t in enumerate(world.tickets):
+    for t in world.tickets:
         first_tap = min(ts for _, kind, ts, _, _ in t.events if kind == "arrived")
-        if first_tap - t.created_s > 2 * 3600:
-            waits.append((i, first_tap))
-    k = min(len(waits), max(3, round(0.10 * len(world.tickets))))
-    for j in sorted(rng.choice(len(waits), size=k, replace=False).tolist()):
-        i, first_tap = waits[j]
-        t = world.tickets[i]
+        wait_h = (first_tap - (t.reported_s or t.created_s)) / 3600
+        p_chase = 1 - math.exp(-(wait_h - CHASE_AFTER_H) / CHASE_SCALE_H)
+        if wait_h <= CHASE_AFTER_H or first_tap - t.created_s <= 3600 or rng.random() >= p_chase:
+            continue
         times = np.sort(rng.uniform(t.created_s + 3600, first_tap, int(rng.integers(1, 4))))
         ids = [
             t.add_event("customer_chased", float(ts), t.customer.customer_id, "any update?")

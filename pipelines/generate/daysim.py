@@ -9,10 +9,12 @@
 * the *truth* of every arrival (where and when the technician really got there), plus UWB
   positions at 1 Hz while inside an indoor site.
 
-A visit: wait until the ticket is ready → accept → (idle 1–4 h if planted) → depart → drive →
+A visit: wait until the ticket is ready → accept (already accepted on assignment at a
+morning-batch desk) → (idle 1–4 h if planted) → depart → drive →
 (planted false arrival: park 150–400 m away, tap "arrived", then drive on) → physical arrival →
 tap "arrived" 0–60 s later (3–20 min if a planted status lag) → work → complete or, for a
-planted revisit, request parts and leave; the second visit comes 1–3 days later.
+planted revisit, request the missing part (named in the note) and leave; the second visit
+comes 1–3 days later.
 """
 
 from __future__ import annotations
@@ -165,7 +167,9 @@ def simulate_day(
         first = not v.second
         ready = max(track.now, v.ready_s)
         t_acc = ready + float(rng.uniform(60, 240)) if first else ready
-        if first:
+        if first and tk.claim_on_assign:  # morning-batch desk: claimed when assigned
+            tk.add_event("accepted", tk.assigned_s + float(rng.uniform(10, 50)), tid)
+        elif first:
             tk.add_event("accepted", t_acc, tid)
         idle_s = rng.uniform(3600, 4 * 3600) if (tk.idle and first) else rng.uniform(60, 360)
         t_dep = t_acc + float(idle_s)
@@ -197,7 +201,7 @@ def simulate_day(
         tk.add_event("work_started", t_work, tid)
         if tk.revisit and first:
             t_parts = t_work + float(rng.uniform(600, 1800))
-            tk.add_event("parts_requested", t_parts, tid, "part not on van")
+            tk.add_event("parts_requested", t_parts, tid, f"{tk.part or 'part'} not on van")
             t_end = t_parts + float(rng.uniform(300, 900))
         else:
             t_end = max(t_true + float(rng.uniform(1500, 5400)), t_work + 900)

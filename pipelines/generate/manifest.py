@@ -31,6 +31,11 @@ class Planted:
     * ``outage``: ``{outage_id, ticket_ids, start, end}``.
     * ``vibration_fault`` / ``wifi_drop``: ``{device_id, ticket_id, onset}``.
     * ``bad_rows``: ``{kind: [{file, row, rule, what}]}`` – rows the ingest must quarantine.
+    * ``report_figures``: the trend report's breakpoints as planted – ``report_to_create``
+      (phone calls, minutes), ``accept_to_depart`` (idle hours, the morning-batch region),
+      ``missing_part_revisits`` (share of parts-related tickets, the legacy-unit estate) and
+      ``unnoticed_resolution`` (share closed with no ``customer_chased`` event); each with
+      its report value, the demo value, the breakdown and the planted cause.
     """
 
     false_arrivals: list[dict[str, Any]] = field(default_factory=list)
@@ -47,6 +52,7 @@ class Planted:
     vibration_fault: dict[str, Any] = field(default_factory=dict)
     wifi_drop: dict[str, Any] = field(default_factory=dict)
     bad_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    report_figures: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -2,6 +2,24 @@
 
 Times are float seconds since the Unix epoch (UTC). Day ``d`` of the world starts at 08:00
 local (Asia/Shanghai, UTC+8), which is 00:00 UTC of the same date.
+
+The world reproduces the 2026 trend report's breakpoints, each with a planted cause:
+
+* **report → create** (report: 17 min): a ticket comes in by ``phone``, ``portal`` or ``app``.
+  A phone ticket is typed in after the call, a Gamma(4, 17/4) minutes later (mean 17 min);
+  its ``reported_ts`` is the call. Portal and app tickets are created by the customer, so
+  they have no separate report time (``reported_ts`` empty). Cause: the phone channel.
+* **accept → depart idle** (report: 4.2 h mean): the ``south`` desk runs a *morning batch*
+  (``MORNING_BATCH_REGION``): technicians accept (claim) a ticket the moment it is assigned,
+  and tickets created after ``MORNING_BATCH_CUTOFF_H`` go to the next morning's batch. The
+  claim-to-departure wait is the idle; it spans the night for batched tickets.
+* **missing-part revisits** (report: 31 % of parts-related tickets): parts-related tickets
+  are those of ``PARTS_TAGS``. ``LEGACY_SHARE`` of them are for a discontinued unit: every
+  one on the east-side estate (``LEGACY_ESTATE``, built with that model) and the rest at
+  random. They carry the ``legacy_unit`` tag; vans do not stock the model's parts, so
+  ``LEGACY_REVISIT_RATE`` of them need a second visit, against a few of the others. The
+  preparation checklist's ``legacy_unit_parts`` rule flags such a ticket before the first
+  visit.
 """
 
 from __future__ import annotations
@@ -35,6 +53,25 @@ CATEGORY: Final = {
     "no_power": "electrical",
     "water_leak": "plumbing",
 }
+# Parts-related tags and the part a technician may lack (the ``parts_requested`` note).
+PARTS_TAGS: Final = {
+    "compressor_fault": "compressor start relay",
+    "refrigerant_leak": "R-32 refrigerant and brazing kit",
+    "thermostat": "thermostat controller",
+}
+LEGACY_TAG: Final = "legacy_unit"
+LEGACY_PART: Final = "discontinued-model compressor relay"
+# (region, offset of the estate centre from the region box centre in metres, radius_m)
+LEGACY_ESTATE: Final = ("east", (-500.0, -2000.0), 1500.0)
+LEGACY_SHARE: Final = 0.28  # of parts-related tickets: the estate's, then others at random
+PARTS_REVISIT_RATE: Final = 0.31
+LEGACY_REVISIT_RATE: Final = 0.85
+CHANNELS: Final = ("phone", "portal", "app")
+CHANNEL_WEIGHTS: Final = (0.45, 0.35, 0.2)
+PHONE_LAG_MEAN_S: Final = 17 * 60.0
+PHONE_LAG_SHAPE: Final = 4.0
+MORNING_BATCH_REGION: Final = "south"
+MORNING_BATCH_CUTOFF_H: Final = 11.0
 PRIORITIES: Final = ("low", "normal", "high", "urgent")
 PRIORITY_WEIGHTS: Final = (0.2, 0.55, 0.2, 0.05)
 _HOUR_WEIGHTS: Final = np.array([2, 5, 8, 9, 8, 6, 7, 8, 7, 6, 5, 4, 3, 2, 1], dtype=float)  # 7-21h
@@ -57,6 +94,8 @@ class Ticket:
     priority: str
     created_s: float
     extra_tags: tuple[str, ...] = ()
+    channel: str = "portal"
+    reported_s: float | None = None
     ticket_id: str = ""
     technician_id: str = ""
     assigned_s: float = 0.0
@@ -66,6 +105,8 @@ class Ticket:
     status_lag: bool = False
     revisit: bool = False
     reopen: bool = False
+    claim_on_assign: bool = False
+    part: str = ""
     events: list[tuple[str, str, float, str, str]] = field(default_factory=list)
 
     def add_event(self, event_type: str, ts_s: float, actor: str, note: str = "") -> str:
@@ -159,9 +200,8 @@ def choose_faults(rng: np.random.Generator, tickets: list[Ticket], scale: float)
         return sorted(rng.choice(pool, size=k, replace=False).tolist())
 
     everyone = list(range(n))
-    for i in pick(0.06, everyone):
-        tickets[i].revisit = True
-    for i in pick(0.05, everyone):
+    batch = {i for i in everyone if tickets[i].customer.region == MORNING_BATCH_REGION}
+    for i in pick(0.05, [i for i in everyone if i not in batch]):
         tickets[i].idle = True
     outdoor = [i for i in everyone if tickets[i].customer.site_id is None]
     false_set = set(pick(0.03, outdoor))
@@ -173,6 +213,53 @@ def choose_faults(rng: np.random.Generator, tickets: list[Ticket], scale: float)
         tickets[i].reopen = True
 
 
+def is_parts_related(t: Ticket) -> bool:
+    return t.tag in PARTS_TAGS
+
+
+def assign_channels(rng: np.random.Generator, tickets: list[Ticket]) -> None:
+    """Channel per ticket; a phone ticket's report (the call) precedes its creation."""
+    n = len(tickets)
+    channel = rng.choice(len(CHANNELS), size=n, p=CHANNEL_WEIGHTS)
+    lag_s = rng.gamma(PHONE_LAG_SHAPE, PHONE_LAG_MEAN_S / PHONE_LAG_SHAPE, size=n)
+    for t, c, lag in zip(tickets, channel, lag_s, strict=True):
+        t.channel = CHANNELS[int(c)]
+        t.reported_s = t.created_s - float(lag) if t.channel == "phone" else None
+
+
+def plant_missing_parts(
+    rng: np.random.Generator, tickets: list[Ticket], estate_xy_m: tuple[float, float]
+) -> None:
+    """Legacy units on the estate, and the second visits for missing parts.
+
+    Of the ``n`` parts-related tickets, ``round(LEGACY_SHARE * n)`` are legacy (the estate's
+    first) and exactly ``round(PARTS_REVISIT_RATE * n)`` need a revisit:
+    ``LEGACY_REVISIT_RATE`` of the legacy ones, the rest drawn from the others.
+    """
+    radius_m = LEGACY_ESTATE[2]
+    parts = [t for t in tickets if is_parts_related(t)]
+    on_estate = [
+        math.hypot(t.customer.x_m - estate_xy_m[0], t.customer.y_m - estate_xy_m[1]) <= radius_m
+        for t in parts
+    ]
+    legacy = [t for t, on in zip(parts, on_estate, strict=True) if on]
+    rest = [t for t, on in zip(parts, on_estate, strict=True) if not on]
+    k_more = min(len(rest), max(0, round(LEGACY_SHARE * len(parts)) - len(legacy)))
+    legacy += [rest[int(i)] for i in sorted(rng.choice(len(rest), size=k_more, replace=False))]
+    legacy_keys = {t.key for t in legacy}
+    for t in legacy:
+        t.extra_tags = (*t.extra_tags, LEGACY_TAG)
+    others = [t for t in parts if t.key not in legacy_keys]
+    k_total = round(PARTS_REVISIT_RATE * len(parts))
+    k_legacy = min(len(legacy), round(LEGACY_REVISIT_RATE * len(legacy)), k_total)
+    k_other = min(len(others), k_total - k_legacy)
+    chosen = [legacy[int(i)] for i in rng.choice(len(legacy), size=k_legacy, replace=False)]
+    chosen += [others[int(i)] for i in rng.choice(len(others), size=k_other, replace=False)]
+    for t in chosen:
+        t.revisit = True
+        t.part = LEGACY_PART if t.key in legacy_keys else PARTS_TAGS[t.tag]
+
+
 def plan_visits(
     rng: np.random.Generator,
     tickets: list[Ticket],
@@ -182,8 +269,10 @@ def plan_visits(
     """Assign each ticket to a technician of its region and a service day.
 
     A ticket created before 14:00 local (16:00 if urgent) is served the same day, else the
-    next. Per region and day about a third as many technicians as tickets are on duty, so an
-    active technician has 2–4 visits. A revisit's second visit is 1–3 days later.
+    next; in the morning-batch region the cut-off is ``MORNING_BATCH_CUTOFF_H`` for every
+    priority, and its tickets are accepted on assignment. Per region and day about a third as
+    many technicians as tickets are on duty, so an active technician has 2–4 visits. A
+    revisit's second visit is 1–3 days later.
     """
     by_region: dict[str, list[Technician]] = defaultdict(list)
     for tech in techs:
@@ -193,6 +282,9 @@ def plan_visits(
         local_h = ((t.created_s + LOCAL_OFFSET_S) % DAY_S) / 3600
         day = math.floor((t.created_s - t0_s + LOCAL_OFFSET_S) / DAY_S)
         cutoff = 16.0 if t.priority == "urgent" else 14.0
+        if t.customer.region == MORNING_BATCH_REGION:
+            cutoff = MORNING_BATCH_CUTOFF_H
+            t.claim_on_assign = True
         t.service_day = day if local_h < cutoff else day + 1
         t.assigned_s = t.created_s + float(rng.uniform(120, 1500))
         groups[(t.customer.region, t.service_day)].append(t)

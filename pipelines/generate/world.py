@@ -10,7 +10,8 @@ file                   kind             notes
 warehouses.csv         warehouses       3 regions, coverage WKT, webhook URL
 technicians.csv        technicians      skills ';'-joined
 uwb_sites.jsonl        uwb_sites        anchors / targets as JSON strings
-tickets.csv            tickets          region ``east`` in GCJ-02; + 2 projected rows
+tickets.csv            tickets          region ``east`` in GCJ-02; + 2 projected rows;
+                                        ``channel`` and ``reported_ts`` (phone calls)
 events.csv             events           times ISO +08:00; + 2 dup, 1 closed<created, 1 type
 gps/part-NNN.parquet   gps              sorted by technician_id, ts; + 10 bad fixes in 000
 uwb_positions.parquet  uwb_positions    site frame metres, ~1 Hz while indoors
@@ -47,7 +48,15 @@ from pipelines.generate.build import GCJ_REGION, World, build_world, stream, wor
 from pipelines.generate.city import warehouse_rows
 from pipelines.generate.geo import REGIONS, region_wkt, to_latlon, wgs84_to_gcj02
 from pipelines.generate.manifest import Manifest, Planted
-from pipelines.generate.tickets import CATEGORY
+from pipelines.generate.tickets import (
+    CATEGORY,
+    LEGACY_ESTATE,
+    LEGACY_TAG,
+    MORNING_BATCH_CUTOFF_H,
+    MORNING_BATCH_REGION,
+    PARTS_TAGS,
+    is_parts_related,
+)
 
 GPS_TECHS_PER_PART = 25
 
@@ -123,10 +132,18 @@ def tickets_frame(world: World) -> pl.DataFrame:
                 "region": c.region,
                 "site_id": c.site_id,
                 "created_ts": t.created_s,
+                "channel": t.channel,
+                "reported_ts": t.reported_s,
             }
         )
     frame = pl.DataFrame(rows, infer_schema_length=None)
-    return frame.with_columns(iso_local(frame["created_ts"].to_numpy()).alias("created_ts"))
+    reported = frame["reported_ts"].fill_null(float("nan")).to_numpy()
+    return frame.with_columns(
+        iso_local(frame["created_ts"].to_numpy()).alias("created_ts"),
+        pl.when(pl.col("reported_ts").is_not_null())
+        .then(iso_local(np.nan_to_num(reported)))
+        .alias("reported_ts"),
+    )
 
 
 def events_frame(world: World) -> pl.DataFrame:
@@ -229,6 +246,7 @@ def planted(world: World, bad: BadRows) -> Planted:
                     "second_arrival_event_id": arr[1][1],
                 }
             )
+    p.report_figures = report_truths(world)
     n_gcj = sum(t.customer.region == GCJ_REGION for t in world.tickets)
     p.gcj_region = {"region": GCJ_REGION, "datum": "GCJ02", "ticket_count": n_gcj}
     cl = dict(world.cluster)
@@ -250,6 +268,81 @@ def planted(world: World, bad: BadRows) -> Planted:
         onset = iso_utc(f["onset_s"])
         setattr(p, key, {"device_id": f["device_id"], "ticket_id": f["ticket_id"], "onset": onset})
     return p
+
+
+def _first(t: Any, kind: str) -> float:
+    return min(ts for _, k, ts, _, _ in t.events if k == kind)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
+
+
+def report_truths(world: World) -> dict[str, Any]:
+    """The trend report's four figures as planted in the world, with their causes.
+
+    Computed on the generated tickets (before the planted bad rows): the ingest quarantines
+    only a handful of rows, so the figures on the store differ by a fraction of a percent.
+    """
+    tickets = world.tickets
+    phone = [t for t in tickets if t.reported_s is not None]
+    by_channel: dict[str, list[float]] = {}
+    for t in tickets:
+        lag = 0.0 if t.reported_s is None else (t.created_s - t.reported_s) / 60
+        by_channel.setdefault(t.channel, []).append(lag)
+    idle_h = {t.ticket_id: (_first(t, "departed") - _first(t, "accepted")) / 3600 for t in tickets}
+    by_region: dict[str, list[float]] = {}
+    for t in tickets:
+        by_region.setdefault(t.customer.region, []).append(idle_h[t.ticket_id])
+    parts = [t for t in tickets if is_parts_related(t)]
+    legacy = [t for t in parts if LEGACY_TAG in t.extra_tags]
+    other = [t for t in parts if LEGACY_TAG not in t.extra_tags]
+    elat, elon = to_latlon(*world.estate_xy_m)
+    chased = {c["ticket_id"] for c in world.chases}
+    return {
+        "report_to_create": {
+            "report_value_min": 17.0,
+            "cause": {"channel": "phone"},
+            "phone_tickets": len(phone),
+            "mean_min": _mean([(t.created_s - t.reported_s) / 60 for t in phone if t.reported_s]),
+            "mean_min_by_channel": {k: _mean(v) for k, v in sorted(by_channel.items())},
+        },
+        "accept_to_depart": {
+            "report_value_h": 4.2,
+            "cause": {
+                "region": MORNING_BATCH_REGION,
+                "policy": "morning batch: accepted on assignment, created after "
+                f"{MORNING_BATCH_CUTOFF_H:g}:00 local served the next morning",
+            },
+            "mean_h": _mean(list(idle_h.values())),
+            "mean_h_by_region": {k: _mean(v) for k, v in sorted(by_region.items())},
+        },
+        "missing_part_revisits": {
+            "report_value": 0.31,
+            "parts_tags": sorted(PARTS_TAGS),
+            "cause": {
+                "tag": LEGACY_TAG,
+                "checklist_rule": "legacy_unit_parts",
+                "estate_region": LEGACY_ESTATE[0],
+                "estate_center_lat": round(float(elat), 6),
+                "estate_center_lon": round(float(elon), 6),
+                "estate_radius_m": LEGACY_ESTATE[2],
+            },
+            "parts_tickets": len(parts),
+            "revisit_tickets": sum(t.revisit for t in parts),
+            "rate": _mean([float(t.revisit) for t in parts]),
+            "rate_legacy": _mean([float(t.revisit) for t in legacy]),
+            "rate_other": _mean([float(t.revisit) for t in other]),
+            "legacy_tickets": len(legacy),
+        },
+        "unnoticed_resolution": {
+            "definition": "closed tickets with no customer_chased event / closed tickets",
+            "closed_tickets": len(tickets),
+            "chased_tickets": len(chased),
+            "rate": _mean([float(t.ticket_id not in chased) for t in tickets]),
+            "cause": {"chase": "wait from report to arrival over 2 h, rising with the wait"},
+        },
+    }
 
 
 def expected(counts: dict[str, int], bad: BadRows) -> dict[str, dict[str, Any]]:

@@ -75,10 +75,12 @@ KINDS: dict[str, KindSpec] = {
                 "region": _STR,
                 "site_id": _STR,
                 "created_ts": UTC_TS,
+                "channel": _STR,
+                "reported_ts": UTC_TS,
             },
             required=("ticket_id", "created_ts"),
             key=("ticket_id",),
-            time_columns=("created_ts",),
+            time_columns=("created_ts", "reported_ts"),
             latlon=("lat", "lon"),
             list_columns=("tags",),
             has_datum=True,
@@ -89,7 +91,10 @@ KINDS: dict[str, KindSpec] = {
                 "time_range",
                 "duplicate",
             ),
-            description="Tickets: customer, address point with its datum, tags, region.",
+            description=(
+                "Tickets: customer, address point with its datum, tags, region; the channel "
+                "(phone, portal, app, ...) and, when it precedes creation, the report time."
+            ),
         ),
         KindSpec(
             name="events",

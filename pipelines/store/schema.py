@@ -531,6 +531,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        8,
+        "tickets: channel and report time (a phone call precedes the ticket's creation)",
+        (
+            "ALTER TABLE tickets ADD COLUMN channel VARCHAR",
+            "ALTER TABLE tickets ADD COLUMN reported_ts TIMESTAMPTZ",
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
