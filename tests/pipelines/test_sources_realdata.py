@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from pipelines.errors import SourceFormatError
@@ -353,3 +354,18 @@ def test_cwru_mat_reads_rpm_and_header_date(realdata: Path, store: Store) -> Non
     assert set(got["rpm"]) == {1797.0}
     assert set(got["n"]) == {121265}
     assert got["start_ts"][0].year == 2000
+
+
+def test_nyc_channel_becomes_the_ticket_channel(realdata: Path, store: Store) -> None:
+    path = realdata / "nyc311_sample/nyc311_socrata_fhrw-4uyv.json"
+    ingest_ticket_feed(store, path, SETTINGS, IngestOptions(fmt="socrata", tz="America/New_York"))
+    got = store.query("SELECT channel, count(*) AS n FROM tickets GROUP BY 1 ORDER BY 1")
+    records = json.loads(path.read_text(encoding="utf-8"))
+    raw = (
+        pl.DataFrame({"channel": [r.get("open_data_channel_type") for r in records]})
+        .group_by(pl.col("channel").str.to_lowercase())
+        .len("n")
+    )
+    assert dict(got.iter_rows()) == dict(raw.iter_rows())
+    assert "phone" in dict(got.iter_rows())
+    assert store.scalar("SELECT count(*) FROM tickets WHERE reported_ts IS NOT NULL") == 0

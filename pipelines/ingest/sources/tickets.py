@@ -15,7 +15,9 @@ Both batches are keyed by the file's hash, so re-ingesting the same file adds no
 Ids: ``ticket_id = "<source>:<request id>"`` where source is ``--source-name`` or the format;
 ``event_id = "<ticket_id>:<event_type>"``. The Open311 closing time is the ``closed`` note's
 time when the request has notes (Chicago's ``updated_datetime`` is often touched a year after
-closure), else ``updated_datetime`` for a ``closed`` status. Socrata times like
+closure), else ``updated_datetime`` for a ``closed`` status. A Socrata channel field
+(NYC's ``open_data_channel_type``) becomes the ticket's ``channel``; neither format has a
+report time separate from the creation, so ``reported_ts`` stays empty. Socrata times like
 ``06/26/2018 10:58:54 AM`` are rewritten to ISO; they carry no zone, so pass ``--tz``.
 """
 
@@ -56,6 +58,8 @@ SOCRATA_FIELDS: dict[str, tuple[str, ...]] = {
     "lon": ("longitude", "long", "lon", "lng"),
     "status": ("status", "ticket_status"),
     "agency": ("agency", "agency_responsible"),
+    # NYC 311's channel (PHONE, ONLINE, MOBILE, ...): kept lower-cased as the ticket's channel.
+    "channel": ("open_data_channel_type", "channel_type", "channel", "method_received"),
 }
 _US_TIME = "%m/%d/%Y %I:%M:%S %p"
 
@@ -212,6 +216,7 @@ def _frame(feed: Feed) -> pl.DataFrame:
         "status",
         "agency",
         "note",
+        "channel",
     )
     frame = pl.DataFrame(
         [{c: r.get(c) for c in cols} for r in feed.rows], schema=dict.fromkeys(cols, pl.String)
@@ -260,6 +265,7 @@ def parse_tickets(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatc
         pl.col("type").alias("category"),
         pl.col("region"),
         pl.col("created").alias("created_ts"),
+        pl.col("channel").str.strip_chars().str.to_lowercase(),
     )
     return ParsedBatch(frame, _rejects(feed, path, {n: n for n in feed.bad}), feed.rows_read, fmt)
 
