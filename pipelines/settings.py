@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     basemap_tiles_url: str | None = Field(
         None, description="Self-hosted XYZ raster tiles, e.g. http://tiles.local/{z}/{x}/{y}.png."
     )
+    basemap_datum: Literal["WGS84", "GCJ02", "BD09"] = Field(
+        "WGS84",
+        description=(
+            "Datum of the basemap tiles: WGS84 (OpenStreetMap, Carto), GCJ02 (AMap, Tencent) "
+            "or BD09 (Baidu). Every map converts the WGS84 points it draws into it."
+        ),
+    )
     timezone: str = Field("Asia/Shanghai", description="Zone assumed for naive input times.")
     thresholds: Thresholds = Field(default_factory=Thresholds)
     users_file: Path = Field(Path("data/users.toml"), description="Dashboard users (hashed).")
@@ -140,6 +147,15 @@ class Settings(BaseSettings):
     writer_ack_wait_s: float = Field(
         30.0, description="A message a writer took but did not ack returns after this."
     )
+
+    @field_validator("basemap_datum", mode="before")
+    @classmethod
+    def _datum_spelling(cls, value: object) -> object:
+        """Accept the spellings the ingest accepts (``gcj-02``, ``bd09``, ``wgs 84``)."""
+        if isinstance(value, str):
+            key = "".join(ch for ch in value.lower() if ch.isalnum())
+            return {"wgs84": "WGS84", "gcj02": "GCJ02", "bd09": "BD09"}.get(key, value)
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -178,3 +178,21 @@ def test_only_the_gateway_runs_sql() -> None:
         and p.relative_to(ROOT).as_posix() != "pipelines/store/gateway.py"
     ]
     assert offenders == []
+
+
+def test_every_map_figure_converts_to_the_basemap_datum() -> None:
+    """A figure function that lays out a tile map also converts what it draws (to_basemap)."""
+    bad = []
+    for path in sorted((ROOT / "dashboard").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef) or node.name == "to_basemap":
+                continue
+            called = {
+                c.func.id if isinstance(c.func, ast.Name) else getattr(c.func, "attr", "")
+                for c in ast.walk(node)
+                if isinstance(c, ast.Call)
+            }
+            if "map_layout" in called and "to_basemap" not in called:
+                bad.append(f"{path.relative_to(ROOT)}:{node.name}")
+    assert bad == []

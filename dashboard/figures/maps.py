@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import h3
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
 from dashboard.figures.alerts import short_summary
+from geofence.datum import from_wgs84, normalize_datum
+from pipelines.settings import Settings
+
+Figure = TypeVar("Figure", go.Figure, dict[str, Any])
 
 TECH_COLOURS = {
     "idle": "#1971c2",
@@ -33,10 +39,94 @@ _FIT_PX = 380  # the extent should fill about this many pixels of the map
 
 @dataclass(frozen=True)
 class Basemap:
-    """Map style from settings; ``tiles_url`` (XYZ raster) draws over a blank style."""
+    """Map style from settings; ``tiles_url`` (XYZ raster) draws over a blank style.
+
+    ``datum`` is the tiles' datum (WGS84, GCJ02 or BD09): ``to_basemap`` converts every
+    coordinate a map figure draws from WGS84 into it, so points line up on AMap, Tencent
+    (GCJ-02) and Baidu (BD-09) tiles.
+    """
 
     style: str = "white-bg"
     tiles_url: str | None = None
+    datum: str = "WGS84"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Basemap:
+        return cls(settings.basemap_style, settings.basemap_tiles_url, settings.basemap_datum)
+
+
+_MAP_POINT_TRACES = ("scattermap", "densitymap")
+
+
+def project(
+    lat: Sequence[float | None], lon: Sequence[float | None], datum: str
+) -> tuple[list[float | None], list[float | None]]:
+    """WGS84 points to the basemap's datum; ``None`` gaps (line breaks) stay. Pure."""
+    if normalize_datum(datum) == "WGS84" or len(lat) == 0:
+        return list(lat), list(lon)
+    la = np.array([np.nan if v is None else v for v in lat], dtype=np.float64)
+    lo = np.array([np.nan if v is None else v for v in lon], dtype=np.float64)
+    ok = np.isfinite(la) & np.isfinite(lo)
+    out_la, out_lo = la.copy(), lo.copy()
+    if ok.any():
+        out_la[ok], out_lo[ok] = from_wgs84(la[ok], lo[ok], datum)
+    return (
+        [round(float(v), 7) if k else None for v, k in zip(out_la, ok, strict=True)],
+        [round(float(v), 7) if k else None for v, k in zip(out_lo, ok, strict=True)],
+    )
+
+
+def _project_geojson(geo: Any, datum: str) -> Any:
+    """A GeoJSON object with every ``[lon, lat]`` position converted. Pure."""
+    if isinstance(geo, dict):
+        out = dict(geo)
+        if "coordinates" in out:
+            out["coordinates"] = _project_positions(out["coordinates"], datum)
+        for key in ("features", "geometry", "geometries"):
+            if key in out and out[key] is not None:
+                out[key] = _project_geojson(out[key], datum)
+        return out
+    if isinstance(geo, list | tuple):
+        return [_project_geojson(g, datum) for g in geo]
+    return geo
+
+
+def _project_positions(coords: Any, datum: str) -> Any:
+    if len(coords) and isinstance(coords[0], int | float):
+        lat, lon = project([coords[1]], [coords[0]], datum)
+        return [lon[0], lat[0], *coords[2:]]
+    return [_project_positions(c, datum) for c in coords]
+
+
+def _project_trace(trace: dict[str, Any], datum: str) -> None:
+    kind = trace.get("type")
+    if kind in _MAP_POINT_TRACES and trace.get("lat") is not None:
+        trace["lat"], trace["lon"] = project(list(trace["lat"]), list(trace["lon"]), datum)
+    elif kind == "choroplethmap" and trace.get("geojson") is not None:
+        trace["geojson"] = _project_geojson(trace["geojson"], datum)
+
+
+def to_basemap(fig: Figure, basemap: Basemap) -> Figure:
+    """Every drawn coordinate (point and line traces, choropleth outlines, the map centre)
+    from WGS84 into ``basemap.datum``; the figure itself when the datum is WGS84.
+
+    Works on a ``go.Figure`` or a figure dict; returns the same kind.
+    """
+    if normalize_datum(basemap.datum) == "WGS84":
+        return fig
+    as_dict = fig if isinstance(fig, dict) else fig.to_plotly_json()
+    data = [dict(tr) for tr in as_dict.get("data", [])]
+    for tr in data:
+        _project_trace(tr, basemap.datum)
+    layout = dict(as_dict.get("layout", {}))
+    map_cfg = dict(layout.get("map") or {})
+    centre = map_cfg.get("center")
+    if centre and centre.get("lat") is not None:
+        lat, lon = project([centre["lat"]], [centre["lon"]], basemap.datum)
+        map_cfg["center"] = {**centre, "lat": lat[0], "lon": lon[0]}
+        layout["map"] = map_cfg
+    out = {**as_dict, "data": data, "layout": layout}
+    return out if isinstance(fig, dict) else go.Figure(out)
 
 
 def circle(lat: float, lon: float, radius_m: float, n: int = 24) -> tuple[list[float], list[float]]:
@@ -266,7 +356,8 @@ def dispatch_figure(
     lats = tickets["lat"].to_list() + technicians["lat"].to_list()
     lons = tickets["lon"].to_list() + technicians["lon"].to_list()
     center, zoom = center_zoom(lats, lons, max_zoom=16)
-    return {"data": traces, "layout": map_layout(basemap, center, zoom, uirevision="dispatch")}
+    figure = {"data": traces, "layout": map_layout(basemap, center, zoom, uirevision="dispatch")}
+    return to_basemap(figure, basemap)
 
 
 def arrival_zoom(lat: float, focus_m: float, *, height_px: int, margin: float = 2.5) -> float:
@@ -407,7 +498,7 @@ def arrival_figure(
     else:
         center, zoom = center_zoom(lats, lons, max_zoom=20)
     fig.update_layout(**map_layout(basemap, center, zoom, height=height))
-    return fig
+    return to_basemap(fig, basemap)
 
 
 def cells_figure(cells: list[str], counts: list[int] | None, basemap: Basemap) -> go.Figure:
@@ -446,4 +537,4 @@ def cells_figure(cells: list[str], counts: list[int] | None, basemap: Basemap) -
         center, zoom = {"lat": 0.0, "lon": 0.0}, 1.0
     fig.update_layout(**map_layout(basemap, center, zoom, height=320))
     fig.update_layout(showlegend=False)
-    return fig
+    return to_basemap(fig, basemap)

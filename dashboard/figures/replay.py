@@ -15,7 +15,16 @@ import plotly.graph_objects as go
 import polars as pl
 import shapely
 
-from dashboard.figures.maps import Basemap, cell_outline, center_zoom, circle, map_layout, rings
+from dashboard.figures.maps import (
+    Basemap,
+    cell_outline,
+    center_zoom,
+    circle,
+    map_layout,
+    project,
+    rings,
+    to_basemap,
+)
 from dashboard.figures.status import empty_figure
 from geofence.replay_state import REPLAY_TS_COL, state_at, states_at
 from pipelines.views.replay import STREAM_KEYS, STREAM_MAX_STALENESS, ReplayBundle
@@ -276,7 +285,7 @@ def map_figure(
         lons += gps["lon"].to_list()
     center, zoom = center_zoom(lats, lons, max_zoom=17)
     fig.update_layout(**map_layout(basemap, center, zoom, height=460, uirevision="replay-map"))
-    return fig
+    return to_basemap(fig, basemap)
 
 
 def downsample(
@@ -300,8 +309,12 @@ def _epoch_ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
 
-def playback_samples(bundle: ReplayBundle, *, max_points: int = 5_000) -> dict[str, Any]:
-    """Compact per-stream lists the browser replays from (epoch ms + the drawn columns)."""
+def playback_samples(
+    bundle: ReplayBundle, *, max_points: int = 5_000, datum: str = "WGS84"
+) -> dict[str, Any]:
+    """Compact per-stream lists the browser replays from (epoch ms + the drawn columns).
+
+    GPS positions are in the basemap's ``datum`` (the browser draws them as they are)."""
     out: dict[str, Any] = {
         "start_ms": _epoch_ms(bundle.start),
         "end_ms": _epoch_ms(bundle.end),
@@ -323,6 +336,9 @@ def playback_samples(bundle: ReplayBundle, *, max_points: int = 5_000) -> dict[s
                 for c in _COLS[name]
             },
         }
+    gps = out.get("gps")
+    if gps and gps["lat"]:
+        gps["lat"], gps["lon"] = project(gps["lat"], gps["lon"], datum)
     nodes = bundle.lifecycle
     out["events"] = {
         "t": nodes["ts"].dt.epoch("ms").to_list(),

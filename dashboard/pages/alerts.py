@@ -220,7 +220,7 @@ def detail_view(ctx: AppContext, search: str | None, basemap: Basemap) -> tuple[
 
 
 def register(app: Dash, ctx: AppContext) -> None:
-    basemap = Basemap(ctx.settings.basemap_style, ctx.settings.basemap_tiles_url)
+    basemap = Basemap.from_settings(ctx.settings)
 
     @app.callback(
         Output(ids.ALERTS_LIST, "children"),

@@ -257,7 +257,7 @@ def _filter(
 
 
 def register(app: Dash, ctx: AppContext) -> None:
-    basemap = Basemap(ctx.settings.basemap_style, ctx.settings.basemap_tiles_url)
+    basemap = Basemap.from_settings(ctx.settings)
     radius_m = ctx.settings.thresholds.arrival_radius_m
     tz = ctx.settings.timezone
     filters = [

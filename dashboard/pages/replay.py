@@ -7,6 +7,7 @@ true elapsed time) then run in the browser (``assets/replay.js``) over the compa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -219,7 +220,7 @@ def replay_view(ctx: AppContext, req: dict[str, Any] | None, basemap: Basemap) -
     )
     spectrum, spectrum_style = spectrum_view(ctx, bundle)
     return (
-        figs.playback_samples(bundle),
+        figs.playback_samples(bundle, datum=basemap.datum),
         header,
         figs.timeline_figure(
             bundle.lifecycle, selected=node, cursor=cursor, start=bundle.start, end=bundle.end
@@ -245,8 +246,12 @@ def export_view(
     bundle, node, cursor = load_bundle(ctx, req or {})
     if value is not None:
         cursor = min(bundle.end, bundle.start + timedelta(seconds=float(value)))
+    # The export draws on plain lon/lat axes without tiles: WGS84, whatever the basemap's datum.
     fig = figs.map_figure(
-        bundle, cursor, radius_m=ctx.settings.thresholds.arrival_radius_m, basemap=basemap
+        bundle,
+        cursor,
+        radius_m=ctx.settings.thresholds.arrival_radius_m,
+        basemap=replace(basemap, datum="WGS84"),
     )
     html_text = render_evidence_html(
         bundle,
@@ -267,7 +272,7 @@ def _clientside(app: Dash, name: str, *deps: Any, **kwargs: Any) -> None:
 
 
 def register(app: Dash, ctx: AppContext) -> None:
-    basemap = Basemap(ctx.settings.basemap_style, ctx.settings.basemap_tiles_url)
+    basemap = Basemap.from_settings(ctx.settings)
 
     @app.callback(
         Output(rid.SAMPLES, "data"),

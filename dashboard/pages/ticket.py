@@ -257,7 +257,7 @@ def _origin_block(ctx: AppContext, ticket_id: str) -> list[Any]:
 
 
 def register(app: Dash, ctx: AppContext) -> None:
-    basemap = Basemap(ctx.settings.basemap_style, ctx.settings.basemap_tiles_url)
+    basemap = Basemap.from_settings(ctx.settings)
 
     @app.callback(
         Output(ids.TICKET_HEADER, "children"),

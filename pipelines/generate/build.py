@@ -31,7 +31,6 @@ from pipelines.generate.geo import region_box_m, to_latlon
 from pipelines.generate.gps import sample_fixes
 from pipelines.generate.tickets import (
     DAY_S,
-    LEGACY_ESTATE,
     LOCAL_OFFSET_S,
     Ticket,
     assign_channels,
@@ -97,13 +96,6 @@ class World:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     chases: list[dict[str, Any]] = field(default_factory=list)
     reopened: list[dict[str, Any]] = field(default_factory=list)
-    estate_xy_m: tuple[float, float] = (0.0, 0.0)
-
-
-def estate_center_m(region: str, offset_m: tuple[float, float]) -> tuple[float, float]:
-    """Local metres of the legacy estate's centre: its region box centre plus the offset."""
-    x0, y0, x1, y1 = region_box_m(region)
-    return (x0 + x1) / 2 + offset_m[0], (y0 + y1) / 2 + offset_m[1]
 
 
 def _disk(rng: np.random.Generator, n: int, center: tuple[float, float], r_m: float) -> Any:
@@ -159,8 +151,7 @@ def _make_tickets(world: World, outdoor: list[Customer], indoor: list[Customer])
     choose_faults(rng, tickets, world.scale)
     report_rng = stream(world.seed, "report")
     assign_channels(report_rng, tickets)
-    world.estate_xy_m = estate_center_m(LEGACY_ESTATE[0], LEGACY_ESTATE[1])
-    plant_missing_parts(report_rng, tickets, world.estate_xy_m)
+    plant_missing_parts(report_rng, tickets)
     world.tickets = tickets
     cluster_ids = [t.ticket_id for t in tickets if t.key >= 100_000 and t.key < 200_000]
     clat, clon = to_latlon(*c_xy)

@@ -15,8 +15,8 @@ The world reproduces the 2026 trend report's breakpoints, each with a planted ca
   claim-to-departure wait is the idle; it spans the night for batched tickets.
 * **missing-part revisits** (report: 31 % of parts-related tickets): parts-related tickets
   are those of ``PARTS_TAGS``. ``LEGACY_SHARE`` of them are for a discontinued unit: every
-  one on the east-side estate (``LEGACY_ESTATE``, built with that model) and the rest at
-  random. They carry the ``legacy_unit`` tag; vans do not stock the model's parts, so
+  one on the two east-side estates (``LEGACY_ESTATES_XY_M``, built with that model) and the
+  rest at random. They carry the ``legacy_unit`` tag; vans do not stock the model's parts, so
   ``LEGACY_REVISIT_RATE`` of them need a second visit, against a few of the others. The
   preparation checklist's ``legacy_unit_parts`` rule flags such a ticket before the first
   visit.
@@ -61,8 +61,9 @@ PARTS_TAGS: Final = {
 }
 LEGACY_TAG: Final = "legacy_unit"
 LEGACY_PART: Final = "discontinued-model compressor relay"
-# (region, offset of the estate centre from the region box centre in metres, radius_m)
-LEGACY_ESTATE: Final = ("east", (-500.0, -2000.0), 1500.0)
+# Two east-side estates built with the discontinued model: centres in local metres, radius.
+LEGACY_ESTATES_XY_M: Final = ((6000.0, -2000.0), (7000.0, 6500.0))
+LEGACY_ESTATE_RADIUS_M: Final = 2500.0
 LEGACY_SHARE: Final = 0.28  # of parts-related tickets: the estate's, then others at random
 PARTS_REVISIT_RATE: Final = 0.31
 LEGACY_REVISIT_RATE: Final = 0.85
@@ -227,23 +228,22 @@ def assign_channels(rng: np.random.Generator, tickets: list[Ticket]) -> None:
         t.reported_s = t.created_s - float(lag) if t.channel == "phone" else None
 
 
-def plant_missing_parts(
-    rng: np.random.Generator, tickets: list[Ticket], estate_xy_m: tuple[float, float]
-) -> None:
+def on_estate(c: Customer) -> bool:
+    return any(
+        math.hypot(c.x_m - x, c.y_m - y) <= LEGACY_ESTATE_RADIUS_M for x, y in LEGACY_ESTATES_XY_M
+    )
+
+
+def plant_missing_parts(rng: np.random.Generator, tickets: list[Ticket]) -> None:
     """Legacy units on the estate, and the second visits for missing parts.
 
-    Of the ``n`` parts-related tickets, ``round(LEGACY_SHARE * n)`` are legacy (the estate's
+    Of the ``n`` parts-related tickets, ``round(LEGACY_SHARE * n)`` are legacy (the estates'
     first) and exactly ``round(PARTS_REVISIT_RATE * n)`` need a revisit:
     ``LEGACY_REVISIT_RATE`` of the legacy ones, the rest drawn from the others.
     """
-    radius_m = LEGACY_ESTATE[2]
     parts = [t for t in tickets if is_parts_related(t)]
-    on_estate = [
-        math.hypot(t.customer.x_m - estate_xy_m[0], t.customer.y_m - estate_xy_m[1]) <= radius_m
-        for t in parts
-    ]
-    legacy = [t for t, on in zip(parts, on_estate, strict=True) if on]
-    rest = [t for t, on in zip(parts, on_estate, strict=True) if not on]
+    legacy = [t for t in parts if on_estate(t.customer)]
+    rest = [t for t in parts if not on_estate(t.customer)]
     k_more = min(len(rest), max(0, round(LEGACY_SHARE * len(parts)) - len(legacy)))
     legacy += [rest[int(i)] for i in sorted(rng.choice(len(rest), size=k_more, replace=False))]
     legacy_keys = {t.key for t in legacy}

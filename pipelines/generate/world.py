@@ -50,7 +50,8 @@ from pipelines.generate.geo import REGIONS, region_wkt, to_latlon, wgs84_to_gcj0
 from pipelines.generate.manifest import Manifest, Planted
 from pipelines.generate.tickets import (
     CATEGORY,
-    LEGACY_ESTATE,
+    LEGACY_ESTATE_RADIUS_M,
+    LEGACY_ESTATES_XY_M,
     LEGACY_TAG,
     MORNING_BATCH_CUTOFF_H,
     MORNING_BATCH_REGION,
@@ -297,7 +298,16 @@ def report_truths(world: World) -> dict[str, Any]:
     parts = [t for t in tickets if is_parts_related(t)]
     legacy = [t for t in parts if LEGACY_TAG in t.extra_tags]
     other = [t for t in parts if LEGACY_TAG not in t.extra_tags]
-    elat, elon = to_latlon(*world.estate_xy_m)
+    estates = []
+    for x, y in LEGACY_ESTATES_XY_M:
+        elat, elon = to_latlon(x, y)
+        estates.append(
+            {
+                "center_lat": round(float(elat), 6),
+                "center_lon": round(float(elon), 6),
+                "radius_m": LEGACY_ESTATE_RADIUS_M,
+            }
+        )
     chased = {c["ticket_id"] for c in world.chases}
     return {
         "report_to_create": {
@@ -323,10 +333,7 @@ def report_truths(world: World) -> dict[str, Any]:
             "cause": {
                 "tag": LEGACY_TAG,
                 "checklist_rule": "legacy_unit_parts",
-                "estate_region": LEGACY_ESTATE[0],
-                "estate_center_lat": round(float(elat), 6),
-                "estate_center_lon": round(float(elon), 6),
-                "estate_radius_m": LEGACY_ESTATE[2],
+                "estates": estates,
             },
             "parts_tickets": len(parts),
             "revisit_tickets": sum(t.revisit for t in parts),

@@ -19,6 +19,8 @@ VIBRATION_BASELINE_FACTOR = 2.0
 RSSI_DROP_DB = 15.0
 HEAVY_RAIN_MM_H = 7.6  # AMS glossary: heavy rain is more than 7.6 mm per hour
 RECENT = timedelta(hours=24)
+# Ticket tags that name a discontinued unit whose parts the vans do not stock.
+LEGACY_UNIT_TAGS: tuple[str, ...] = ("legacy_unit",)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ChecklistInputs:
     outages: pl.DataFrame  # outage_id, cause, start_ts, end_ts, customers_affected
     weather: pl.DataFrame  # ts, variable, value, unit (nearest grid point, around the visit)
     earlier_parts: pl.DataFrame  # ticket_id, ts, note (parts_requested at the same address)
+    tags: tuple[str, ...] = ()  # the ticket's own tags, known when it was created
 
 
 def _metric(frame: pl.DataFrame, *needles: str) -> pl.DataFrame:
@@ -165,11 +168,25 @@ def earlier_parts(inp: ChecklistInputs) -> list[ChecklistItem]:
     return items
 
 
+def legacy_unit_parts(inp: ChecklistInputs) -> ChecklistItem | None:
+    """The ticket is for a discontinued unit: the van will not carry its parts."""
+    found = [tag for tag in inp.tags if tag in LEGACY_UNIT_TAGS]
+    if not found:
+        return None
+    return ChecklistItem(
+        "legacy_unit_parts",
+        "Order the unit's parts before departing",
+        f"tagged {found[0]}: a discontinued model whose parts are not stocked on the vans",
+        {"tag": found[0]},
+    )
+
+
 SINGLE_RULES: tuple[Callable[[ChecklistInputs], ChecklistItem | None], ...] = (
     vibration_anomaly,
     rssi_drop,
     active_outage,
     heavy_rain,
+    legacy_unit_parts,
 )
 
 

@@ -30,7 +30,8 @@ _TECH_LIST = ", ".join(f"'{e}'" for e in TECHNICIAN_EVENTS)
 def ticket(store: Store, ticket_id: str, *, mask_personal: bool) -> dict[str, Any] | None:
     """The ticket row; name and address are masked in SQL when ``mask_personal``."""
     frame = store.query(
-        "SELECT ticket_id, tag, category, priority, region, created_ts, lat, lon, customer_id, "
+        "SELECT ticket_id, tag, tags, category, priority, region, created_ts, lat, lon, "
+        "customer_id, channel, reported_ts, "
         "CASE WHEN ? THEN '•••' ELSE customer_name END AS customer_name, "
         "CASE WHEN ? THEN '•••' ELSE address END AS address FROM tickets WHERE ticket_id = ?",
         [mask_personal, mask_personal, ticket_id],
@@ -185,4 +186,5 @@ def checklist_inputs(store: Store, t: dict[str, Any], visit_ts: datetime) -> Che
         outages=outages,
         weather=weather,
         earlier_parts=earlier,
+        tags=tuple(t.get("tags") or ()),
     )
