@@ -1,5 +1,6 @@
 """Analytics page (analysts): journey segments, lags, regions, technicians, verdicts and their
-calibration."""
+calibration, and the trend report's figures with their breakdowns and the Gi* hot spots of
+missing-part revisits."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from dashboard import ids
 from dashboard.auth import guard
 from dashboard.context import AppContext
 from dashboard.figures import analytics as figs
+from dashboard.figures import report as report_figs
+from dashboard.figures.maps import Basemap
 from dashboard.pages import Page
 from pipelines.views import analytics as views
 from pipelines.views import filter_options
+from pipelines.views import report as report_views
 
 ROLES = frozenset({"analyst"})
 
@@ -41,6 +45,7 @@ def layout(**_: Any) -> html.Div:
             ),
             _graph(ids.ANALYTICS_VERDICTS),
             reliability_section(),
+            report_section(),
         ]
     )
 
@@ -68,6 +73,53 @@ def reliability_view(ctx: AppContext, region: str | None) -> Any:
         ctx.store, region, radius_m=th.arrival_radius_m, site_radius_m=th.site_radius_m
     )
     return figs.reliability_figure(bins)
+
+
+# -- the trend report's figures (own section and callback) --------------------------------
+def report_section() -> html.Div:
+    return html.Div(
+        [
+            html.H3("The trend report's figures on this store"),
+            html.P(
+                "Each breakpoint of the 2026 trend report measured on the store, with the "
+                "breakdown that shows where it comes from. Definitions: report → create over "
+                "tickets with a report time (a phone call before creation); accept → depart "
+                "from the first accepted to the first departed event; missing-part revisits "
+                "of parts-related tickets (tags with any parts request): a parts request and a "
+                "second arrival; unnoticed resolution: closed with no customer chase (a "
+                "customer_chased event: the customer called or wrote to ask).",
+                className="hint",
+            ),
+            dcc.Loading(html.Div(id=ids.ANALYTICS_REPORT_TABLE), type="circle"),
+            _graph(ids.ANALYTICS_REPORT_BREAKDOWNS),
+            _graph(ids.ANALYTICS_HOTSPOTS),
+        ],
+        className="report-section",
+    )
+
+
+def report_view(ctx: AppContext) -> tuple[Any, ...]:
+    store = ctx.store
+    breakdowns = report_views.report_breakdowns(store)
+    return (
+        report_figs.report_table(report_views.report_table(breakdowns)),
+        report_figs.breakdowns_figure(breakdowns, report_views.UNITS),
+        report_figs.hotspots_figure(
+            report_views.revisit_hotspots(store), Basemap.from_settings(ctx.settings)
+        ),
+    )
+
+
+def register_report(app: Dash, ctx: AppContext) -> None:
+    @app.callback(
+        Output(ids.ANALYTICS_REPORT_TABLE, "children"),
+        Output(ids.ANALYTICS_REPORT_BREAKDOWNS, "figure"),
+        Output(ids.ANALYTICS_HOTSPOTS, "figure"),
+        Input(ids.ANALYTICS_REPORT_TABLE, "id"),
+    )
+    @guard(ROLES)
+    def report(_id: str) -> tuple[Any, ...]:
+        return report_view(ctx)
 
 
 def analytics_view(ctx: AppContext, region: str | None) -> tuple[Any, ...]:
@@ -103,6 +155,8 @@ def register(app: Dash, ctx: AppContext) -> None:
     @guard(ROLES)
     def update_reliability(region: str | None) -> Any:
         return reliability_view(ctx, region or None)
+
+    register_report(app, ctx)
 
 
 PAGE = Page(path="/analytics", name="Analytics", layout=layout, register=register, roles=ROLES)

@@ -8,7 +8,7 @@ from pipelines.store.gateway import Store
 from pipelines.views import MILESTONES_SQL, verdict_sql
 
 SEGMENTS: tuple[tuple[str, str], ...] = (
-    ("report → create", "epoch(m.created_ev_ts - t.created_ts)"),
+    ("report → create", "epoch(t.created_ts - t.reported_ts)"),  # tickets with a report time
     ("create → accept", "epoch(m.accepted_ts - coalesce(m.created_ev_ts, t.created_ts))"),
     ("accept → depart", "epoch(m.departed_ts - m.accepted_ts)"),
     ("travel", "epoch(m.arrived_ts - m.departed_ts)"),

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import polars as pl
 import polars_h3 as plh3
 
-from geofence.hotspots import gi_star, hot_cells, pad_with_neighbours
+from geofence.hotspots import gi_star, hot_cells
 from pipelines.store import Store
 from pipelines.views import MILESTONES_SQL
 from pipelines.views.checklist import LEGACY_UNIT_TAGS
@@ -194,10 +194,10 @@ def report_table(breakdowns: list[Breakdown]) -> pl.DataFrame:
 
 
 # -- where the missing-part revisits cluster: Getis-Ord Gi* over H3 cells ----------------
-HOTSPOT_RESOLUTION = 8  # H3 cells of ~0.74 km²
+HOTSPOT_RESOLUTION = 7  # H3 cells of ~5.2 km² (edge ~1.4 km)
 HOTSPOT_K_RING = 1
-HOTSPOT_P_MAX = 0.01
-HOTSPOT_PERMUTATIONS = 499
+HOTSPOT_P_MAX = 0.05
+HOTSPOT_PERMUTATIONS = 999
 
 
 def revisit_cell_counts(store: Store, *, resolution: int = HOTSPOT_RESOLUTION) -> pl.DataFrame:
@@ -229,17 +229,21 @@ def revisit_hotspots(
     p_max: float = HOTSPOT_P_MAX,
     permutations: int = HOTSPOT_PERMUTATIONS,
 ) -> pl.DataFrame:
-    """Gi* of missing-part revisit counts over the cells with parts-related tickets (and
-    their ring neighbours, as zeros). Adds ``hot`` (z > 0 and p_sim < ``p_max``), ``lat``,
-    ``lon`` (cell centre) and ``cell_id`` (hex string). Seeded, so the page is stable."""
+    """Gi* of missing-part revisit counts per H3 cell.
+
+    The study area is the cells holding parts-related tickets: a cell there with no revisit
+    is a real zero, a cell without such tickets is not part of the question. A cell is
+    ``hot`` when ``z > 0``, its permutation ``p_sim < p_max`` and it has at least one
+    neighbour in the study area (alone, Gi* has no neighbourhood to compare). Seeded, so the
+    page is stable. Adds ``lat``/``lon`` (cell centre) and ``cell_id`` (hex string).
+    """
     counts = revisit_cell_counts(store, resolution=resolution)
     if counts.height < 2 or counts["count"].sum() <= 0:
         return pl.DataFrame()
-    padded = pad_with_neighbours(counts.select("cell", "count"), k_ring=k_ring)
-    gi = gi_star(padded, k_ring=k_ring, permutations=permutations, seed=0)
-    hot = set(hot_cells(gi, p_max=p_max, p_column="p_sim").to_list())
+    gi = gi_star(counts.select("cell", "count"), k_ring=k_ring, permutations=permutations, seed=0)
+    significant = set(hot_cells(gi, p_max=p_max, p_column="p_sim").to_list())
     return gi.with_columns(
-        pl.col("cell").is_in(list(hot)).alias("hot"),
+        (pl.col("cell").is_in(list(significant)) & (pl.col("n_neighbours") > 0)).alias("hot"),
         plh3.cell_to_lat("cell").alias("lat"),
         plh3.cell_to_lng("cell").alias("lon"),
         plh3.int_to_str("cell").alias("cell_id"),

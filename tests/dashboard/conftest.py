@@ -60,6 +60,8 @@ def make_ticket(
         "priority": priority,
         "region": region,
         "created_ts": created,
+        "channel": "phone",
+        "reported_ts": created - timedelta(minutes=15),  # the call, typed in 15 min later
         "h3_r7": h3.str_to_int(h3.latlng_to_cell(lat, lon, 7)),
         "h3_r9": h3.str_to_int(h3.latlng_to_cell(lat, lon, 9)),
     }
