@@ -26,7 +26,7 @@ import polars as pl
 import polars_h3 as plh3
 
 from geofence.hotspots import gi_star, hot_cells
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import MILESTONES_SQL
 from pipelines.views.checklist import LEGACY_UNIT_TAGS
 

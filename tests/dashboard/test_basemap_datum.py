@@ -28,8 +28,8 @@ from dashboard.figures.maps import (
 from dashboard.figures.replay import playback_samples
 from geofence.datum import gcj02_to_wgs84
 from pipelines.errors import SettingsError
-from pipelines.replay import ReplayBundle
 from pipelines.settings import load_settings
+from pipelines.views.replay import ReplayBundle
 
 ZOOM = 18.0
 OSM = Basemap("open-street-map", None, "WGS84")

@@ -10,7 +10,7 @@ import pytest
 
 from dashboard import create_app
 from dashboard.figures.maps import cell_outline, project
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import report as views
 
 TRACES_JS = """

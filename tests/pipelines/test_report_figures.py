@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.generate.build import build_world
 from pipelines.generate.world import report_truths
-from pipelines.store import Store
+from pipelines.store.gateway import Store
 from pipelines.views import report as views
 from pipelines.views.checklist import build_checklist
 from pipelines.views.ticket import checklist_inputs, ticket
