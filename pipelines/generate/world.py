@@ -44,7 +44,15 @@ from pipelines.generate.bad_rows import (
     plant_bad_fixes,
     plant_bad_tickets,
 )
-from pipelines.generate.build import GCJ_REGION, World, build_world, stream, world_gps
+from pipelines.generate.build import (
+    CHASE_AFTER_H,
+    CHASE_SCALE_H,
+    GCJ_REGION,
+    World,
+    build_world,
+    stream,
+    world_gps,
+)
 from pipelines.generate.city import warehouse_rows
 from pipelines.generate.geo import REGIONS, region_wkt, to_latlon, wgs84_to_gcj02
 from pipelines.generate.manifest import Manifest, Planted
@@ -52,10 +60,14 @@ from pipelines.generate.tickets import (
     CATEGORY,
     LEGACY_ESTATE_RADIUS_M,
     LEGACY_ESTATES_XY_M,
+    LEGACY_REVISIT_RATE,
+    LEGACY_SHARE,
     LEGACY_TAG,
     MORNING_BATCH_CUTOFF_H,
     MORNING_BATCH_REGION,
     PARTS_TAGS,
+    PHONE_LAG_MEAN_S,
+    PHONE_LAG_SHAPE,
     is_parts_related,
 )
 
@@ -312,7 +324,10 @@ def report_truths(world: World) -> dict[str, Any]:
     return {
         "report_to_create": {
             "report_value_min": 17.0,
-            "cause": {"channel": "phone"},
+            "cause": {
+                "channel": "phone",
+                "lag": f"Gamma(shape={PHONE_LAG_SHAPE:g}, mean={PHONE_LAG_MEAN_S / 60:g} min)",
+            },
             "phone_tickets": len(phone),
             "mean_min": _mean([(t.created_s - t.reported_s) / 60 for t in phone if t.reported_s]),
             "mean_min_by_channel": {k: _mean(v) for k, v in sorted(by_channel.items())},
@@ -341,13 +356,20 @@ def report_truths(world: World) -> dict[str, Any]:
             "rate_legacy": _mean([float(t.revisit) for t in legacy]),
             "rate_other": _mean([float(t.revisit) for t in other]),
             "legacy_tickets": len(legacy),
+            "legacy_share_planted": LEGACY_SHARE,
+            "legacy_revisit_rate_planted": LEGACY_REVISIT_RATE,
+            "legacy_ticket_ids": sorted(t.ticket_id for t in legacy),
         },
         "unnoticed_resolution": {
             "definition": "closed tickets with no customer_chased event / closed tickets",
             "closed_tickets": len(tickets),
             "chased_tickets": len(chased),
             "rate": _mean([float(t.ticket_id not in chased) for t in tickets]),
-            "cause": {"chase": "wait from report to arrival over 2 h, rising with the wait"},
+            "cause": {
+                "chase": "a customer_chased event: the customer asks about the open ticket",
+                "when": f"wait from report to arrival over {CHASE_AFTER_H:g} h, with "
+                f"probability 1 - exp(-(wait_h - {CHASE_AFTER_H:g}) / {CHASE_SCALE_H:g})",
+            },
         },
     }
 

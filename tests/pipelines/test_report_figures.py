@@ -5,7 +5,7 @@ causes in the breakdowns (the checklist flags the missing-part cause before the 
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import h3
@@ -16,7 +16,7 @@ from pipelines.generate.build import build_world
 from pipelines.generate.world import report_truths
 from pipelines.store.gateway import Store
 from pipelines.views import report as views
-from pipelines.views.checklist import build_checklist
+from pipelines.views.checklist import ChecklistInputs, build_checklist, legacy_unit_parts
 from pipelines.views.ticket import checklist_inputs, ticket
 
 
@@ -114,6 +114,10 @@ def test_page_figures_recover_the_planted_truths(demo_world: tuple[Any, Any], pa
         assert page[figure].value == pytest.approx(planted, rel=0.01), figure
     with Store(demo_world[0].store_path, read_only=True) as store:
         assert set(p["missing_part_revisits"]["parts_tags"]) == set(views.parts_tags(store))
+        legacy = store.query(
+            "SELECT ticket_id FROM tickets WHERE list_contains(tags, 'legacy_unit') ORDER BY 1"
+        )["ticket_id"].to_list()
+    assert legacy == p["missing_part_revisits"]["legacy_ticket_ids"]
 
 
 def test_breakdowns_hold_the_planted_causes(demo_world: tuple[Any, Any], page: Any) -> None:
@@ -198,3 +202,32 @@ def test_full_demo_world_reproduces_the_report_within_ten_percent() -> None:
     ]
     for value, report in checks:
         assert math.isclose(value, report, rel_tol=0.10), (value, report)
+
+
+@pytest.mark.parametrize(
+    ("tags", "fires"),
+    [
+        ((), False),
+        (("compressor_fault",), False),
+        (("compressor_fault", "legacy_unit"), True),
+        (("legacy_unit",), True),
+        (("legacy",), False),
+    ],
+)
+def test_legacy_unit_rule_table(tags: tuple[str, ...], fires: bool) -> None:
+    empty = pl.DataFrame()
+    inp = ChecklistInputs(
+        visit_ts=datetime(2026, 10, 1, tzinfo=UTC),
+        iot=empty,
+        outages=empty,
+        weather=empty,
+        earlier_parts=pl.DataFrame(
+            schema={"ticket_id": pl.String, "ts": pl.Datetime, "note": pl.String}
+        ),
+        tags=tags,
+    )
+    item = legacy_unit_parts(inp)
+    assert (item is not None) == fires
+    if item is not None:
+        assert item.evidence == {"tag": "legacy_unit"}
+        assert item in build_checklist(inp)
