@@ -78,7 +78,7 @@ WHERE m.accepted_ts IS NOT NULL AND m.departed_ts >= m.accepted_ts
 
 
 def accept_to_depart(store: Store, *, by: str = "region") -> Breakdown:
-    """Idle hours; ``by`` is ``region`` or ``technician_id`` (a fixed column choice)."""
+    """Idle hours; ``by`` is ``region`` or ``technician`` (a fixed column choice)."""
     column = {"region": "region", "technician": "technician_id"}[by]
     head = store.query(f"SELECT count(*) AS n, avg(hours) AS value FROM ({_IDLE_SQL})").row(
         0, named=True

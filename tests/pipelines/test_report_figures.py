@@ -231,3 +231,15 @@ def test_legacy_unit_rule_table(tags: tuple[str, ...], fires: bool) -> None:
     if item is not None:
         assert item.evidence == {"tag": "legacy_unit"}
         assert item in build_checklist(inp)
+
+
+def test_idle_by_technician_puts_the_batch_region_first(demo_world: tuple[Any, Any]) -> None:
+    settings, manifest = demo_world
+    with Store(settings.store_path, read_only=True) as store:
+        by_tech = views.accept_to_depart(store, by="technician").rows
+        region = dict(store.query("SELECT technician_id, region FROM technicians").iter_rows())
+    batch = manifest["planted"]["report_figures"]["accept_to_depart"]["cause"]["region"]
+    techs = by_tech["group"].to_list()
+    n_batch = sum(region[t] == batch for t in techs)
+    assert n_batch > 0
+    assert {region[t] for t in techs[:n_batch]} == {batch}  # every batch technician first
