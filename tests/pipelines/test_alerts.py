@@ -356,15 +356,13 @@ def test_unknown_order_is_a_key_error(store: Store) -> None:
 
 def test_generated_world_planted_cluster_raises_exactly_one_alert(tmp_path: Path) -> None:
     """Scale 0.05, seed 7: the planted refrigerant-leak cluster, its tickets and warehouse."""
-    generate = pytest.importorskip("pipelines.generate")
-    if not hasattr(generate, "generate_world"):
-        pytest.skip("pipelines.generate has no generate_world yet")
     from cli.ingest import ingest_world
+    from pipelines.generate import generate_world
     from pipelines.generate.manifest import Manifest
     from pipelines.settings import load_settings
 
     world = tmp_path / "world"
-    generate.generate_world(world, seed=7, scale=0.05, days=30)
+    generate_world(world, seed=7, scale=0.05, days=30)
     manifest = Manifest.load(world / "manifest.json")
     truth = manifest.planted.cluster
     settings = load_settings(store_path=tmp_path / "ft.duckdb", data_dir=tmp_path)
