@@ -49,7 +49,9 @@ def read_native_csv(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBa
         path, delimiter=str(opts.extra.get("delimiter", ",")), encoding=opts.encoding
     )
     frame = apply_column_map(table.frame, opts.columns, path)
-    keep = [c for c in frame.columns if c in spec.columns]
+    # No canonical column at all (a wrong delimiter): keep what was read, so the error that
+    # names the missing columns can show the header as it came out.
+    keep = [c for c in frame.columns if c in spec.columns] or frame.columns[1:]
     return ParsedBatch(
         frame.select("_row", *keep), table.rejected, table.rows_read, "csv", table.notes
     )
