@@ -27,6 +27,7 @@ _EXTENSIONS: dict[str, str] = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".geojson": "geojson",
 }
 
 SOURCE_MODULES: tuple[str, ...] = (

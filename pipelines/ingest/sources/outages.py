@@ -220,7 +220,12 @@ def merge_outage_snapshot(
         "outages",
         path,
         settings,
-        replace(opts, write="snapshot", source_name=opts.source_name or "geojson"),
+        replace(
+            opts,
+            fmt=opts.fmt or "geojson",
+            write="snapshot",
+            source_name=opts.source_name or "geojson",
+        ),
         observed_at=snapshot_ts,
     )
     d = r.details
