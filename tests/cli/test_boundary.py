@@ -60,6 +60,8 @@ BAD: dict[tuple[str, ...], list[tuple[list[str], str]]] = {
     ("alerts", "deliver"): [(["--rules", "{missing}"], "does not exist")],
     ("alerts", "list"): [(["--status", "bogus"], "bogus")],
     ("alerts", "export"): [(["--out", "{missing}/x.csv"], "existing folder")],
+    ("alerts", "dead-letters"): [(["--bogus"], "No such option")],
+    ("alerts", "redrive"): [(["NOPE"], "NOPE")],
     ("alerts", "ack"): [(["NOPE", "--actor", "me"], "NOPE")],
     ("alerts", "fulfil"): [(["NOPE", "--actor", "me"], "NOPE")],
     ("alerts", "cancel"): [(["NOPE", "--actor", "me", "--reason", "r"], "NOPE")],
