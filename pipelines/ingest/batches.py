@@ -2,7 +2,9 @@
 
 A batch's rows carry its ``batch_id`` in the kind's table, so deleting a batch removes exactly
 what it wrote. Outages merged from snapshots carry the id of the last snapshot that touched
-them; deleting that snapshot's batch removes those outages.
+them; deleting that snapshot's batch removes those outages. Deleting is not a cascade: rows that
+other batches or derived tables (events of deleted tickets, arrival checks, alerts) hold keep
+pointing at what was deleted until those are re-ingested or re-run.
 """
 
 from __future__ import annotations
