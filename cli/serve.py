@@ -152,8 +152,12 @@ def demo(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8050,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare only.")] = False,
-    speed: Annotated[float, typer.Option(help="Live replay speed (x real time).")] = 30.0,
-    replay_hours: Annotated[float, typer.Option(help="Hours of the world replayed live.")] = 2.0,
+    speed: Annotated[
+        float, typer.Option(help="Live replay speed (x real time).", callback=positive)
+    ] = 30.0,
+    replay_hours: Annotated[
+        float, typer.Option(help="Hours of the world replayed live.", callback=positive)
+    ] = 2.0,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Replay live.")] = True,
 ) -> None:
     """Generate the demo world, ingest it through the validated path, and serve it; then

@@ -565,7 +565,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             # Batches stored before: their key is their file hash (the old uniqueness).
-            "INSERT INTO ingest_batches_v9 SELECT *, file_hash FROM ingest_batches",
+            "INSERT INTO ingest_batches_v9 SELECT batch_id, kind, format, path, file_hash, "
+            "rows_read, rows_accepted, rows_quarantined, started_at, finished_at, parse_s, "
+            "validate_s, write_s, options, file_hash FROM ingest_batches",
             "DROP TABLE ingest_batches",
             "ALTER TABLE ingest_batches_v9 RENAME TO ingest_batches",
         ),

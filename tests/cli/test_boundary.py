@@ -37,9 +37,28 @@ BAD: dict[tuple[str, ...], list[tuple[list[str], str]]] = {
     ],
     ("ingest-world",): [(["{missing}"], "does not exist")],
     ("generate",): [(["--scale", "0"], "--scale"), (["--days", "0"], "--days")],
+    ("edge",): [
+        (["--site", "Bad Site!", "--hub", "nats-leaf://127.0.0.1:7422"], "Bad Site!"),
+        (
+            ["--site", "t7", "--hub", "nats-leaf://127.0.0.1:7422", "--nats-port", "0"],
+            "--nats-port",
+        ),
+    ],
+    ("hub",): [(["--nats-port", "0"], "--nats-port"), (["--leaf-port", "70000"], "--leaf-port")],
+    ("simulate",): [
+        (["--start", "yesterday"], "yesterday"),
+        (["--hours", "0"], "--hours"),
+        (["--speed", "-1"], "--speed"),
+        (["{missing}"], "not a generated world"),
+    ],
     ("status",): [(["--bogus"], "No such option")],
     ("serve",): [(["--port", "0"], "--port"), (["--workers", "0"], "--workers")],
-    ("demo",): [(["--scale", "-1", "--no-serve"], "--scale"), (["--port", "70000"], "--port")],
+    ("demo",): [
+        (["--scale", "-1", "--no-serve"], "--scale"),
+        (["--port", "70000"], "--port"),
+        (["--speed", "-1", "--no-serve"], "--speed"),
+        (["--replay-hours", "0", "--no-serve"], "--replay-hours"),
+    ],
     ("fetch", "weather"): [
         (["--lat", "91", "--lon", "0", "--from", "2026-01-01", "--to", "2026-01-02"], "--lat"),
         (["--lat", "0", "--lon", "0", "--from", "2026-01-02", "--to", "2026-01-01"], "before"),
