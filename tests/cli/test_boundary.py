@@ -106,6 +106,17 @@ def test_every_command_has_bad_value_cases() -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _global_options_restored() -> Iterator[None]:
+    """``--store``/``--config`` live in ``cli.common.State``; leave it as found for other
+    tests that drive a sub-app without the main callback."""
+    from cli.common import State
+
+    saved = (State.store_override, State.config)
+    yield
+    State.store_override, State.config = saved
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {
