@@ -387,7 +387,7 @@ def test_delete_batch_removes_rows_and_quarantine(store: Store, tmp_path: Path) 
 
 
 def test_store_from_before_ingest_keys_still_skips_a_seen_file(tmp_path: Path) -> None:
-    """Migration 8 keys old batches by their file hash; the same file is still a no-op."""
+    """Migration 9 keys old batches by their file hash; the same file is still a no-op."""
     import duckdb
 
     from pipelines.ingest.machine import file_hash
