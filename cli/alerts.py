@@ -34,6 +34,7 @@ alerts_app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+ALERT_LISTS = ("open", "closed", "all")
 RulesOpt = Annotated[Path | None, typer.Option("--rules", help="Rules TOML (default: built-in).")]
 
 
@@ -124,7 +125,9 @@ def run_cmd(
     since: Annotated[
         str | None, typer.Option(help="Replay: evaluate every --step-h from this time to --at.")
     ] = None,
-    step_h: Annotated[float, typer.Option(help="Replay step in hours.")] = 1.0,
+    step_h: Annotated[
+        float, typer.Option(help="Replay step in hours.", callback=common.positive)
+    ] = 1.0,
     deliver: Annotated[bool, typer.Option("--deliver/--no-deliver")] = True,
     full: Annotated[
         bool, typer.Option("--full", help="Evaluate every cell, not only new.")
@@ -217,11 +220,13 @@ def redrive_cmd(
 
 @alerts_app.command("list")
 def list_cmd(
-    status: Annotated[str, typer.Option(help="open, closed or all.")] = "open",
+    status: Annotated[
+        str, typer.Option(help="open, closed or all.", callback=common.one_of(*ALERT_LISTS))
+    ] = "open",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Alerts with their orders and lead times."""
-    with _store() as store:
+    with common.open_store(read_only=True) as store:
         ids = store.query(
             "SELECT alert_id FROM cluster_alerts WHERE ? = 'all' OR status = ?", (status, status)
         )["alert_id"].to_list()
@@ -238,7 +243,9 @@ def _empty_report() -> RunReport:
 
 @alerts_app.command("export")
 def export_cmd(
-    out_path: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="CSV file to write.", callback=common.writable_file)
+    ],
     warehouse: Annotated[str | None, typer.Option(help="Only this warehouse's orders.")] = None,
     mark: Annotated[
         bool, typer.Option("--mark-sent", help="Mark exported open orders as sent (by CSV).")

@@ -31,7 +31,8 @@ def _table(title: str, frame: object) -> Table:
 @arrivals_app.command("verify")
 def verify_cmd(
     since: Annotated[
-        str | None, typer.Option(help="Only arrivals at or after this ISO time.")
+        str | None,
+        typer.Option(help="Only arrivals at or after this ISO time.", callback=common.iso_time),
     ] = None,
 ) -> None:
     """Verify arrivals against GPS/UWB evidence and store verdicts in arrival_checks."""

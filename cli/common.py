@@ -1,14 +1,24 @@
-"""What every ``fieldtrace`` command shares: the global options, settings, the store, consoles."""
+"""What every ``fieldtrace`` command shares: the global options, settings, the store, consoles,
+and the one error boundary (``FieldTraceGroup``): an error of ours becomes a message naming
+what was wrong and exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
+from pipelines.errors import FieldTraceError
+from pipelines.ingest.contract import check_zone
 from pipelines.settings import Settings, load_settings
 from pipelines.store.gateway import Store
 
@@ -31,7 +41,73 @@ def settings() -> Settings:
 
 
 def open_store(s: Settings | None = None, *, read_only: bool = False) -> Store:
-    return Store((s or settings()).store_path, read_only=read_only)
+    """The store; ``read_only`` where a command only reads (other readers may share it).
+
+    A store that does not exist yet is created (read-write) so that reading commands show an
+    empty store rather than fail. A store another process holds raises ``StoreBusyError``,
+    whose message names that process; the error boundary prints it.
+    """
+    path = (s or settings()).store_path
+    return Store(path, read_only=read_only and path.exists())
+
+
+class FieldTraceGroup(TyperGroup):
+    """The one error boundary of the command line: every command runs inside ``invoke``."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (typer vendors click)
+        try:
+            return super().invoke(ctx)
+        except FieldTraceError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(2) from exc
+
+
+# -- option checks (typer callbacks): a bad value exits 2 naming the option ----------------
+def positive(value: float | None) -> float | None:
+    """A finite number > 0 (or not given)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} must be a finite number > 0")
+    return value
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A callback accepting only ``choices``."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def writable_file(value: Path) -> Path:
+    """A file path whose folder exists (the file itself may not yet)."""
+    if value.is_dir() or not value.resolve().parent.is_dir():
+        raise typer.BadParameter(f"{value}: not a file in an existing folder")
+    return value
+
+
+def zone(value: str | None) -> str | None:
+    """An IANA time zone name (or not given)."""
+    if value is not None:
+        try:
+            check_zone(value)
+        except FieldTraceError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    return value
+
+
+def iso_time(value: str | None) -> str | None:
+    """An ISO 8601 time (or not given)."""
+    if value is not None:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{value!r} is not an ISO time (2026-10-05T08:00)") from exc
+    return value
 
 
 def progress_bar() -> Progress:

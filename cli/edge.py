@@ -29,10 +29,18 @@ def edge(
     ] = None,
     hub_domain: Annotated[str, typer.Option(help="The hub's JetStream domain.")] = "hub",
     prefix: Annotated[str, typer.Option(help="Bus subject prefix.")] = "fieldtrace",
-    nats_port: Annotated[int | None, typer.Option(help="Leaf client port.")] = None,
-    mqtt_port: Annotated[int | None, typer.Option(help="MQTT intake port.")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP intake port.")] = None,
-    monitor_port: Annotated[int | None, typer.Option(help="Leaf monitoring port.")] = None,
+    nats_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Leaf client port.")
+    ] = None,
+    mqtt_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="MQTT intake port.")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="HTTP intake port.")
+    ] = None,
+    monitor_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Leaf monitoring port.")
+    ] = None,
 ) -> None:
     """Run a site's edge node: leaf NATS + own JetStream domain, intake, local rules, store."""
     from pipelines.edge.events import check_site
@@ -59,9 +67,13 @@ def edge(
 
 def hub(
     data_dir: Annotated[Path, typer.Option(help="Hub JetStream data.")] = Path("data/hub"),
-    nats_port: Annotated[int, typer.Option(help="Hub client port.")] = 4232,
-    leaf_port: Annotated[int, typer.Option(help="Port edge nodes connect to.")] = 7422,
-    monitor_port: Annotated[int, typer.Option(help="Hub monitoring port.")] = 8232,
+    nats_port: Annotated[int, typer.Option(min=1, max=65535, help="Hub client port.")] = 4232,
+    leaf_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port edge nodes connect to.")
+    ] = 7422,
+    monitor_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Hub monitoring port.")
+    ] = 8232,
     prefix: Annotated[str, typer.Option(help="Bus subject prefix.")] = "fieldtrace",
 ) -> None:
     """Run the hub: nats-server (domain hub, leaf listener) and every site synced to the store."""

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.console import Console
 
-from cli.common import open_store, settings
+from cli.common import open_store, settings, zone
 from pipelines.errors import FetchError, FieldTraceError, SourceFormatError
 from pipelines.ingest.contract import IngestOptions
 from pipelines.ingest.machine import IngestResult, ingest_file
@@ -133,14 +133,16 @@ def _store_and_settings() -> tuple[Store, Settings]:
 
 @fetch_app.command("weather")
 def weather_cmd(
-    lat: Annotated[float, typer.Option(help="Latitude (degrees).")],
-    lon: Annotated[float, typer.Option(help="Longitude (degrees).")],
+    lat: Annotated[float, typer.Option(min=-90, max=90, help="Latitude (degrees).")],
+    lon: Annotated[float, typer.Option(min=-180, max=180, help="Longitude (degrees).")],
     start: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First day.")],
     end: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day.")],
     archive: Annotated[bool, typer.Option(help="Use the historical archive API.")] = False,
     base_url: Annotated[str | None, typer.Option(help="Override the API URL.")] = None,
 ) -> None:
     """Fetch hourly Open-Meteo weather for a point and ingest it."""
+    if end < start:
+        raise typer.BadParameter(f"--to {end:%Y-%m-%d} is before --from {start:%Y-%m-%d}")
     try:
         store, s = _store_and_settings()
         with store:
@@ -169,7 +171,7 @@ def outages_cmd(
     polls: Annotated[int, typer.Option(min=1, help="How many snapshots to take.")] = 1,
     interval: Annotated[float, typer.Option(min=0, help="Seconds between polls.")] = 60.0,
     source: Annotated[str | None, typer.Option(help="Source name (default: URL host).")] = None,
-    tz: Annotated[str | None, typer.Option(help="Zone of naive feed times.")] = None,
+    tz: Annotated[str | None, typer.Option(help="Zone of naive feed times.", callback=zone)] = None,
 ) -> None:
     """Poll an outage feed; outages merge by id and close when a snapshot drops them."""
     try:

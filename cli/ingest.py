@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, open_store, out, progress_bar, settings
-from pipelines.errors import FieldTraceError
+from cli.common import console, open_store, out, positive, progress_bar, settings
 from pipelines.ingest.contract import IngestOptions
 from pipelines.ingest.kinds import KINDS
 from pipelines.ingest.machine import IngestResult, ingest_file
@@ -35,14 +35,18 @@ def print_results(results: list[IngestResult]) -> None:
     for r in results:
         if r.skipped:
             console.print(
-                f"[yellow]{r.path}[/] as {r.kind}: already ingested as {r.batch_id}; added 0 rows"
+                f"[yellow]{escape(r.path)}[/] as {r.kind}: already ingested with these options "
+                f"as {r.batch_id}; added 0 rows (--replace re-ingests)"
             )
             continue
         console.print(
-            f"[green]{r.path}[/] as {r.kind}: read {r.rows_read:,} = accepted "
+            f"[green]{escape(r.path)}[/] as {r.kind}: read {r.rows_read:,} = accepted "
             f"{r.rows_accepted:,} + quarantined {r.rows_quarantined:,} ({r.seconds:.2f}s)"
             + (f" reasons: {r.reasons}" if r.reasons else "")
+            + (f"; replaced {', '.join(r.replaced)}" if r.replaced else "")
         )
+        for note in r.notes:
+            console.print(f"  [yellow]note:[/] {escape(note)}")
 
 
 def ingest_paths(
@@ -52,11 +56,14 @@ def ingest_paths(
     s: Settings,
     opts: IngestOptions,
     quiet: bool = False,
+    replace: bool = False,
 ) -> list[IngestResult]:
     """Ingest files one batch each, with a rich progress bar over files and stages."""
+    from pipelines.ingest.machine import STAGES
+
     results: list[IngestResult] = []
     with progress_bar() as bar:
-        task = bar.add_task(f"ingest {kind}", total=len(paths) * 6)
+        task = bar.add_task(f"ingest {kind}", total=len(paths) * len(STAGES))
         for path in paths:
             done = 0
 
@@ -65,8 +72,8 @@ def ingest_paths(
                 done += 1
                 bar.update(task, advance=1, description=f"{kind} {_p.name}: {msg}")
 
-            result = ingest_file(store, kind, path, s, opts, progress=stage)
-            bar.update(task, advance=6 - done)
+            result = ingest_file(store, kind, path, s, opts, progress=stage, replace=replace)
+            bar.update(task, advance=len(STAGES) - done)
             results.append(result)
     if not quiet:
         print_results(results)
@@ -77,7 +84,12 @@ TICKET_FEED_FORMATS = ("open311", "socrata")
 
 
 def ingest_ticket_feeds(
-    store: Store, paths: list[Path], s: Settings, opts: IngestOptions, quiet: bool = False
+    store: Store,
+    paths: list[Path],
+    s: Settings,
+    opts: IngestOptions,
+    quiet: bool = False,
+    replace: bool = False,
 ) -> list[IngestResult]:
     """A 311 feed file holds tickets and their lifecycle: ingest both, tickets first."""
     from pipelines.ingest.sources.tickets import ingest_ticket_feed
@@ -86,7 +98,7 @@ def ingest_ticket_feeds(
     with progress_bar() as bar:
         task = bar.add_task("ingest 311 feed", total=len(paths))
         for path in paths:
-            feed = ingest_ticket_feed(store, path, s, opts)
+            feed = ingest_ticket_feed(store, path, s, opts, replace=replace)
             results += [feed.tickets, feed.events]
             bar.update(task, advance=1)
     if not quiet:
@@ -94,27 +106,73 @@ def ingest_ticket_feeds(
     return results
 
 
+def _known_kind(value: str) -> str:
+    if value not in KINDS:
+        raise typer.BadParameter(
+            f"{value!r} is not a kind; expected one of {', '.join(sorted(KINDS))}"
+        )
+    return value
+
+
 def ingest(
-    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(KINDS))}")],
-    paths: Annotated[list[Path], typer.Argument(help="Files to ingest, one batch each.")],
+    kind: Annotated[
+        str,
+        typer.Argument(help=f"One of: {', '.join(sorted(KINDS))}", callback=_known_kind),
+    ],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files to ingest, one batch each.", exists=True, dir_okay=False, readable=True
+        ),
+    ],
     fmt: Annotated[str | None, typer.Option("--format", help="Input format (see README).")] = None,
     datum: Annotated[str | None, typer.Option(help="Declared datum: WGS84, GCJ02, BD09.")] = None,
     tz: Annotated[str | None, typer.Option(help="Zone of naive times (IANA name).")] = None,
     columns: Annotated[str | None, typer.Option(help="canon=source,... column mapping.")] = None,
     assume_accuracy_m: Annotated[
         float | None,
-        typer.Option(help="Accept fixes without accuracy, assuming this 1σ in metres."),
+        typer.Option(
+            help="Accept fixes without accuracy, assuming this 1σ in metres (> 0). Reported "
+            "accuracies are still checked."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="Device/technician id for the file.")] = None,
-    site_file: Annotated[Path | None, typer.Option(help="UWB site file (YAML/JSON).")] = None,
+    site_file: Annotated[
+        Path | None, typer.Option(help="UWB site file (YAML/JSON).", exists=True, dir_okay=False)
+    ] = None,
     sample_rate_hz: Annotated[float | None, typer.Option(help="Vibration sample rate.")] = None,
     rpm: Annotated[float | None, typer.Option(help="Shaft speed for vibration series.")] = None,
+    radius_m: Annotated[
+        float | None, typer.Option(help="Outages: buffer radius of point features (m, > 0).")
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="Text encoding of the file (default: UTF-8 or detected).")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="Field delimiter of a delimited file (one character).")
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Swap the earlier batch(es) of the same file (its rows and quarantine rows) "
+            "for this one, in one transaction.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print counts and reasons as JSON.")
     ] = False,
 ) -> None:
     """Validate and ingest files; rejected rows go to quarantine with a reason."""
+    from pipelines.ingest.sources import formats_for
+
     s = settings()
+    if fmt is not None and fmt not in formats_for(kind):
+        raise typer.BadParameter(
+            f"{fmt!r} is not a format of kind {kind}; expected one of "
+            f"{', '.join(formats_for(kind))}",
+            param_hint="--format",
+        )
     extra = {
         k: v
         for k, v in {
@@ -122,35 +180,34 @@ def ingest(
             "site_file": site_file,
             "sample_rate_hz": sample_rate_hz,
             "rpm": rpm,
+            "radius_m": radius_m,
+            "delimiter": "\t" if delimiter in ("tab", "\\t") else delimiter,
         }.items()
         if v is not None
     }
-    opts = IngestOptions(
+    opts = IngestOptions(  # range-checks every value before any file is read
         fmt=fmt,
         datum=datum,
         tz=tz,
         assume_accuracy_m=assume_accuracy_m,
         columns=_parse_columns(columns),
         extra=extra,
+        encoding=encoding,
     )
-    try:
-        with open_store(s) as store:
-            if kind == "tickets" and fmt in TICKET_FEED_FORMATS:
-                results = ingest_ticket_feeds(store, paths, s, opts, quiet=as_json)
-            else:
-                results = ingest_paths(store, kind, paths, s, opts, quiet=as_json)
-    except FieldTraceError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    with open_store(s) as store:
+        if kind == "tickets" and fmt in TICKET_FEED_FORMATS:
+            results = ingest_ticket_feeds(store, paths, s, opts, quiet=as_json, replace=replace)
+        else:
+            results = ingest_paths(store, kind, paths, s, opts, quiet=as_json, replace=replace)
     if as_json:
-        out.print_json(json.dumps([r.as_dict() for r in results]))
+        out.print_json(json.dumps([r.as_dict() for r in results], default=str))
 
 
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Row counts, the last batches, and quarantine by reason."""
     from pipelines.store import queries
 
-    with open_store(read_only=False) as store:
+    with open_store(read_only=True) as store:
         counts = store.table_counts()
         batches = queries.last_batches(store, limit=10)
         reasons = queries.quarantine_by_reason(store)
@@ -197,8 +254,10 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def generate(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same world).")] = 7,
-    scale: Annotated[float, typer.Option(help="1.0 ≈ 150 technicians, 5,000 tickets.")] = 1.0,
-    days: Annotated[int, typer.Option(help="Days of operations.")] = 30,
+    scale: Annotated[
+        float, typer.Option(help="1.0 ≈ 150 technicians, 5,000 tickets.", callback=positive)
+    ] = 1.0,
+    days: Annotated[int, typer.Option(min=1, max=366, help="Days of operations.")] = 30,
 ) -> None:
     """Generate the demo world (files the ingest path reads, plus manifest.json)."""
     from pipelines.generate import generate_world
@@ -241,8 +300,14 @@ def ingest_world(world: Path, s: Settings) -> list[IngestResult]:
 
 
 def ingest_world_cmd(
-    world: Annotated[Path | None, typer.Argument(help="Folder written by `generate`.")] = None,
+    world: Annotated[
+        Path | None,
+        typer.Argument(help="Folder written by `generate`.", exists=True, file_okay=False),
+    ] = None,
 ) -> None:
     """Ingest every file of a generated world (re-running adds nothing)."""
     s = settings()
-    ingest_world(world or s.data_dir / "demo", s)
+    target = world or s.data_dir / "demo"
+    if not target.is_dir():
+        raise typer.BadParameter(f"{target} is not a folder; run `fieldtrace generate` first")
+    ingest_world(target, s)

@@ -13,10 +13,11 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, arrivals, edge, fetch, ingest, serve, simulate, users
-from cli.common import State
+from cli import alerts, arrivals, batches, edge, fetch, ingest, serve, simulate, users
+from cli.common import FieldTraceGroup, State
 
 app = typer.Typer(
+    cls=FieldTraceGroup,
     name="fieldtrace",
     help="FieldTrace: what really happened between status changes.",
     no_args_is_help=True,
@@ -49,6 +50,7 @@ app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(arrivals.arrivals_app, name="arrivals")
 app.command()(edge.edge)
 app.command()(edge.hub)
+app.add_typer(batches.batches_app, name="batches")
 
 
 def main() -> None:

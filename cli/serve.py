@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cli import ingest as data_cli
-from cli.common import console, open_store, settings
+from cli.common import console, open_store, positive, settings
 from pipelines.live.simulate import SimulateOptions
 from pipelines.settings import Settings
 
@@ -98,10 +98,10 @@ def _start_replay(s: Settings, opts: SimulateOptions) -> None:
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8050,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8050,
     debug: Annotated[bool, typer.Option(help="Dash debug mode.")] = False,
     prod: Annotated[bool, typer.Option("--prod", help="Serve through gunicorn.")] = False,
-    workers: Annotated[int, typer.Option(help="gunicorn workers with --prod.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="gunicorn workers with --prod.")] = 2,
     live: Annotated[
         bool, typer.Option("--live/--no-live", help="Run the live writer (and receivers).")
     ] = True,
@@ -146,12 +146,18 @@ def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:
 
 def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the demo world.")] = 7,
-    scale: Annotated[float, typer.Option(help="World size (1.0 ≈ 150 technicians).")] = 1.0,
+    scale: Annotated[
+        float, typer.Option(help="World size (1.0 ≈ 150 technicians).", callback=positive)
+    ] = 1.0,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8050,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8050,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare only.")] = False,
-    speed: Annotated[float, typer.Option(help="Live replay speed (x real time).")] = 30.0,
-    replay_hours: Annotated[float, typer.Option(help="Hours of the world replayed live.")] = 2.0,
+    speed: Annotated[
+        float, typer.Option(help="Live replay speed (x real time).", callback=positive)
+    ] = 30.0,
+    replay_hours: Annotated[
+        float, typer.Option(help="Hours of the world replayed live.", callback=positive)
+    ] = 2.0,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Replay live.")] = True,
 ) -> None:
     """Generate the demo world, ingest it through the validated path, and serve it; then

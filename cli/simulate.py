@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, settings
+from cli.common import console, iso_time, positive, settings
 from pipelines.live.simulate import SimulateOptions, simulate
 
 
@@ -17,11 +17,17 @@ def simulate_cmd(
         Path | None, typer.Argument(help="Folder written by `generate` (default: data/demo).")
     ] = None,
     start: Annotated[
-        str | None, typer.Option(help="ISO time to start at (default: the world's first event).")
+        str | None,
+        typer.Option(
+            help="ISO time to start at (default: the world's first event).", callback=iso_time
+        ),
     ] = None,
-    hours: Annotated[float, typer.Option(help="Hours of the world to replay.")] = 24.0,
+    hours: Annotated[
+        float, typer.Option(help="Hours of the world to replay.", callback=positive)
+    ] = 24.0,
     speed: Annotated[
-        float, typer.Option(help="Times real time; 1 = real time, 0 = as fast as possible.")
+        float,
+        typer.Option(min=0, help="Times real time; 1 = real time, 0 = as fast as possible."),
     ] = 60.0,
     shift_to_now: Annotated[
         bool, typer.Option("--shift-to-now", help="Move the window to end now (new ids).")

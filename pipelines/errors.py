@@ -33,3 +33,15 @@ class BusError(FieldTraceError, ConnectionError):
 
 class EventFormatError(FieldTraceError, ValueError):
     """A live message (OsmAnd request, CloudEvent, MQTT payload) is malformed; names the field."""
+
+
+class OptionError(FieldTraceError, ValueError):
+    """An option or declared value is out of range (checked before anything is read)."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the DuckDB store's lock; the message names it when DuckDB does."""
+
+
+class NotFoundError(FieldTraceError, LookupError):
+    """A named thing (a batch, an order...) is not in the store."""

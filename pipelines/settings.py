@@ -8,13 +8,14 @@ Every field is documented in README.md; ``tests/test_conventions.py`` keeps that
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,6 +68,18 @@ class Thresholds(BaseModel):
     @property
     def max_fix_gap(self) -> timedelta:
         return timedelta(seconds=self.max_fix_gap_s)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Thresholds:
+        """Every threshold is finite; distances, durations and speeds are > 0."""
+        for name, value in self.__dict__.items():
+            if not math.isfinite(value):
+                raise ValueError(f"{name}={value} is not a finite number")
+            if name.endswith(("_m", "_s", "_mps")) and value <= 0:
+                raise ValueError(f"{name}={value} must be > 0")
+            if value < 0:
+                raise ValueError(f"{name}={value} must be >= 0")
+        return self
 
 
 class Settings(BaseSettings):
@@ -198,5 +211,17 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"FIELDTRACE_CONFIG={os.environ['FIELDTRACE_CONFIG']} does not exist")
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid FieldTrace settings: {_named(exc)}") from exc
     except ValueError as exc:
         raise SettingsError(f"invalid FieldTrace settings: {exc}") from exc
+
+
+def _named(exc: ValidationError) -> str:
+    """Each bad value as ``FIELDTRACE_NAME='value': why`` (the variable a user would set)."""
+    parts = []
+    for err in exc.errors():
+        name = "FIELDTRACE_" + "__".join(str(p) for p in err["loc"]).upper()
+        why = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}={err.get('input')!r}: {why}")
+    return "; ".join(parts)

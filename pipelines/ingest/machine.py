@@ -2,12 +2,16 @@
 
 One file is one batch, and one batch is one transaction. The stages, in order:
 
-1. ``fingerprint`` – hash the file; a (kind, hash) seen before is a no-op.
+1. ``fingerprint`` – hash the file and the options into the ingest key; a key seen before is a
+   no-op, unless ``replace`` asks to swap the earlier batches of the file.
 2. ``parse``       – the source module turns the file into canonical columns plus ``_row``.
 3. ``coerce``      – cast every column to its type; values that do not cast are quarantined.
 4. ``normalize``   – datum → WGS84, times → UTC, H3 cells, derived ids.
 5. ``validate``    – the kind's named rules (``pipelines.ingest.rules``), each with a reason.
-6. ``write``       – accepted rows, quarantined rows and the batch record, in one transaction.
+6. ``write``       – accepted rows (appended, or by a writer a source registered, such as the
+   outages' snapshot upsert), quarantined rows and the batch record, in one transaction.
+
+``STAGES`` lists them; ``ingest_file`` visits each once, in order.
 
 Rows read = rows accepted + rows quarantined, always; the batch table enforces it with a CHECK.
 """
@@ -15,15 +19,15 @@ Rows read = rows accepted + rows quarantined, always; the batch table enforces i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -31,11 +35,7 @@ import polars_h3 as plh3
 
 from geofence.datum import to_wgs84
 from pipelines.errors import SourceFormatError
-from pipelines.ingest.contract import (
-    QUARANTINE_SCHEMA,
-    IngestOptions,
-    ParsedBatch,
-)
+from pipelines.ingest.contract import QUARANTINE_SCHEMA, IngestOptions, ParsedBatch, WriteJob
 from pipelines.ingest.kinds import KindSpec, kind_spec
 from pipelines.ingest.rules import DATUM_ALIASES, REJECT_SCHEMA, RuleContext, apply_rules, sorted_on
 from pipelines.settings import Settings
@@ -56,6 +56,11 @@ class IngestResult:
     skipped: bool
     reasons: dict[str, int]
     seconds: float
+    notes: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    """Batch ids this batch replaced (``--replace``)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What a registered writer reported (e.g. a snapshot's inserted/updated/closed)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,13 +147,31 @@ def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
     return pl.col(name).cast(pl.String)
 
 
-def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Cast to the kind's types; a value that is present but does not cast is quarantined."""
+def _delimiter_hint(columns: list[str]) -> str:
+    """When the header came out as one column holding another delimiter, say which."""
+    names = [c for c in columns if c != "_row"]
+    if len(names) != 1:
+        return ""
+    found = next((d for d in (";", "\t", "|", ",") if d in names[0]), None)
+    if found is None:
+        return ""
+    shown = "tab" if found == "\t" else found
+    return f"; the header is one column {names[0][:80]!r}: is the delimiter {shown!r}?"
+
+
+def coerce(
+    frame: pl.DataFrame, spec: KindSpec, tz: str, origin: str = "input"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cast to the kind's types; a value that is present but does not cast is quarantined.
+
+    A float that is NaN or infinite is not a measurement: a required one is quarantined as
+    ``not_finite``, an optional NaN reads as missing, an optional infinity is quarantined."""
     missing = [c for c in spec.required if c not in frame.columns]
     if missing:
+        found = ", ".join(c for c in frame.columns if c != "_row")[:300]
         raise SourceFormatError(
-            f"missing required column(s) {', '.join(missing)} for kind {spec.name}; "
-            f"expected columns: {', '.join(spec.columns)}"
+            f"{origin}: missing required column(s) {', '.join(missing)} for kind {spec.name}; "
+            f"found {found or 'no columns'}{_delimiter_hint(frame.columns)}"
         )
     present = [c for c in spec.columns if c in frame.columns]
     casts = [_cast_expr(c, spec.columns[c], frame.schema[c], tz).alias(c) for c in present]
@@ -180,17 +203,17 @@ def coerce(frame: pl.DataFrame, spec: KindSpec, tz: str) -> tuple[pl.DataFrame, 
             )
     for c in present:
         if spec.columns[c] == pl.Float64:
-            nan = typed.filter(pl.col(c).is_nan())
-            if c in spec.required:
-                rejects.append(
-                    nan.select(
-                        "_row",
-                        pl.lit("not_finite").alias("rule"),
-                        pl.lit(c).alias("field"),
-                        pl.lit(f"{c}=NaN is not a finite number").alias("reason"),
-                    )
+            required = c in spec.required
+            bad_value = pl.col(c).is_infinite() | (pl.col(c).is_nan() if required else False)
+            rejects.append(
+                typed.filter(bad_value).select(
+                    "_row",
+                    pl.lit("not_finite").alias("rule"),
+                    pl.lit(c).alias("field"),
+                    pl.format("{}={} is not a finite number", pl.lit(c), pl.col(c)).alias("reason"),
                 )
-            else:
+            )
+            if not required:
                 typed = typed.with_columns(pl.col(c).fill_nan(None))
     for c in spec.required:
         rejects.append(
@@ -402,27 +425,28 @@ def _raw_json(source: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
     )
 
 
-def _context(
-    spec: KindSpec, frame: pl.DataFrame, store: Store, settings: Settings, opts: IngestOptions
-) -> RuleContext:
-    th = settings.thresholds
+def _context(run: Run, frame: pl.DataFrame) -> RuleContext:
+    spec, store, th = run.spec, run.store, run.settings.thresholds
     existing = None
-    if "duplicate" in spec.rules and frame.height:
+    if "duplicate" in spec.rules and run.opts.write == "append" and frame.height:
         key = list(spec.key)
         on = " AND ".join(f't."{k}" = b."{k}"' for k in key)
         cols = ", ".join(f'b."{k}"' for k in key)
         if store.scalar(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {spec.table} LIMIT 1)"):
             existing = store.query_frames(
-                f"SELECT {cols} FROM batch_keys b JOIN {spec.table} t ON {on}",
+                f"SELECT {cols} FROM batch_keys b JOIN {spec.table} t ON {on} "
+                "WHERE coalesce(t.batch_id, '') NOT IN (SELECT unnest(?::VARCHAR[]))",
                 {"batch_keys": frame.select(key)},
+                [run.replaced],
             )
     created = None
     if spec.name == "events":
         ids = frame["ticket_id"].unique().to_list()
         created = store.query(
             "SELECT ticket_id, min(ts) AS _created FROM ticket_events "
-            "WHERE event_type = 'created' AND ticket_id IN (SELECT unnest(?)) GROUP BY ticket_id",
-            [ids],
+            "WHERE event_type = 'created' AND ticket_id IN (SELECT unnest(?)) "
+            "AND coalesce(batch_id, '') NOT IN (SELECT unnest(?::VARCHAR[])) GROUP BY ticket_id",
+            [ids, run.replaced],
         )
     sites: frozenset[str] = frozenset()
     if spec.name == "uwb_positions":
@@ -435,7 +459,7 @@ def _context(
         existing_keys=existing,
         ticket_created=created,
         known_sites=sites,
-        assume_accuracy_m=opts.assume_accuracy_m,
+        assume_accuracy_m=run.opts.assume_accuracy_m,
     )
 
 
@@ -447,6 +471,215 @@ def _fault_pause_in_write() -> None:
         time.sleep(float(pause))
 
 
+# -- the machine -------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One file's way through the stages: what each stage hands the next."""
+
+    store: Store
+    spec: KindSpec
+    path: Path
+    settings: Settings
+    opts: IngestOptions
+    replace: bool
+    observed_at: datetime | None
+    t0: float = field(default_factory=time.perf_counter)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    digest: str = ""
+    key: str = ""
+    replaced: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    parsed: ParsedBatch | None = None
+    frame: pl.DataFrame = field(default_factory=pl.DataFrame)
+    rejected: list[pl.DataFrame] = field(default_factory=list)
+    laps: dict[str, float] = field(default_factory=dict)
+    result: IngestResult | None = None
+
+    @property
+    def tz(self) -> str:
+        return self.opts.tz or self.settings.timezone
+
+
+def ingest_key(digest: str, spec: KindSpec, opts: IngestOptions, settings: Settings) -> str:
+    """The batch's idempotency key: the file's bytes and everything that changes the result
+    (declared options, the effective zone, the thresholds rules use, the H3 resolution)."""
+    th = settings.thresholds
+    material = {
+        "file": digest,
+        "kind": spec.name,
+        "options": json.loads(opts.to_json()),
+        "tz": opts.tz or settings.timezone,
+        "rules": [th.earliest_valid_year, th.future_tolerance_s, th.max_speed_mps],
+        "h3": settings.h3_resolution,
+    }
+    text = json.dumps(material, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(run: Run) -> None:
+    """Hash file and options; a key seen before is a no-op unless ``replace`` was asked."""
+    run.digest = file_hash(run.path)
+    run.key = ingest_key(run.digest, run.spec, run.opts, run.settings)
+    earlier = run.store.query(
+        "SELECT batch_id, format, rows_read, ingest_key, file_hash, options FROM ingest_batches "
+        "WHERE kind = ? AND (ingest_key = ? OR file_hash = ? OR path IN (?, ?) "
+        "OR (ingest_key = file_hash AND file_hash = ? AND coalesce(options, '{}') = ?)) "
+        "ORDER BY started_at",
+        [
+            run.spec.name,
+            run.key,
+            run.digest,
+            str(run.path),
+            str(run.path.resolve()),
+            run.digest,
+            run.opts.to_json(),
+        ],
+    )
+    legacy = (pl.col("ingest_key") == pl.col("file_hash")) & (  # stored before keys had options
+        pl.col("options").fill_null("{}") == run.opts.to_json()
+    )
+    same = earlier.filter((pl.col("ingest_key") == run.key) | legacy)
+    if run.replace:
+        run.replaced = earlier["batch_id"].to_list()
+    elif same.height:
+        row = same.row(0, named=True)
+        run.result = IngestResult(
+            run.spec.name,
+            str(run.path),
+            row["format"],
+            row["batch_id"],
+            row["rows_read"],
+            0,
+            0,
+            True,
+            {},
+            time.perf_counter() - run.t0,
+        )
+    elif earlier.height:
+        ids = ", ".join(earlier["batch_id"].to_list())
+        run.notes.append(
+            f"{run.path}: earlier batch(es) {ids} of this file are kept (other options or "
+            "content); --replace swaps them"
+        )
+
+
+def parse(run: Run) -> None:
+    from pipelines.ingest.sources import parse_file
+
+    run.parsed = parse_file(run.path, run.spec, run.opts)
+    run.notes += run.parsed.notes
+    run.rejected.append(run.parsed.rejected.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+    run.laps["parse"] = time.perf_counter()
+
+
+def coerce_stage(run: Run) -> None:
+    assert run.parsed is not None
+    run.frame, rejected = coerce(run.parsed.frame, run.spec, run.tz, str(run.path))
+    run.rejected.append(_with_raw(run, rejected))
+
+
+def normalize_stage(run: Run) -> None:
+    run.frame = normalize(run.frame, run.spec, run.opts, run.settings, run.store)
+
+
+def validate(run: Run) -> None:
+    run.frame, rejected = apply_rules(run.frame, run.spec, _context(run, run.frame))
+    run.rejected.append(_with_raw(run, rejected))
+    run.laps["validate"] = time.perf_counter()
+
+
+def _with_raw(run: Run, rejected: pl.DataFrame) -> pl.DataFrame:
+    assert run.parsed is not None
+    raw = _raw_json(run.parsed.frame, rejected["_row"])
+    return rejected.join(raw, on="_row", how="left").cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def write(run: Run) -> None:
+    """Accepted rows, quarantined rows and the batch record in one transaction; with
+    ``replace``, the earlier batches of the file leave in the same transaction."""
+    from pipelines.ingest.batches import delete_batch_rows
+
+    assert run.parsed is not None
+    spec, accepted = run.spec, run.frame
+    quarantined = pl.concat(run.rejected)
+    rows_read = run.parsed.rows_read
+    if rows_read != accepted.height + quarantined.height:
+        raise SourceFormatError(
+            f"{run.path}: internal count mismatch: read {rows_read}, accepted "
+            f"{accepted.height}, quarantined {quarantined.height}"
+        )
+    batch_id = f"{spec.name}-{run.started:%Y%m%dT%H%M%S}-{run.key[:10]}"
+    table = _table_frame(accepted, spec, batch_id, run.settings)
+    qrows = quarantined.select(
+        pl.lit(batch_id).alias("batch_id"),
+        pl.lit(spec.name).alias("kind"),
+        pl.lit(str(run.path)).alias("source_path"),
+        pl.col("_row").alias("row_number"),
+        "rule",
+        "field",
+        "reason",
+        "raw",
+        pl.lit(datetime.now(UTC)).dt.convert_time_zone("UTC").alias("quarantined_at"),
+    )
+    details: dict[str, Any] = {}
+    options = json.loads(run.opts.to_json())
+    if run.notes:
+        options["notes"] = run.notes
+    with run.store.transaction() as tx:
+        for old in run.replaced:
+            delete_batch_rows(tx, spec.name, old)
+        if run.opts.write == "append":
+            _write_rows(tx, spec, table, run.settings, batch_id)
+        else:
+            from pipelines.ingest.sources import writer_for
+
+            job = WriteJob(
+                spec.name, spec.table, table, batch_id, run.opts.source_name, run.started,
+                run.observed_at,
+            )  # fmt: skip
+            details = writer_for(spec.name, run.opts.write)(tx, job)
+            options.update(details)
+        tx.insert_frame("quarantine", qrows)
+        _fault_pause_in_write()
+        t_write = time.perf_counter()
+        t_parse = run.laps["parse"]
+        t_validate = run.laps["validate"]
+        tx.execute(
+            f"INSERT INTO ingest_batches ({', '.join(BATCH_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in BATCH_COLUMNS)})",
+            (
+                batch_id, spec.name, run.parsed.fmt, str(run.path), run.digest, run.key,
+                rows_read, accepted.height, quarantined.height, run.started, datetime.now(UTC),
+                t_parse - run.t0, t_validate - t_parse, t_write - t_validate,
+                json.dumps(options, default=str, sort_keys=True),
+            ),
+        )  # fmt: skip
+    reasons = {str(k): int(v) for k, v in quarantined.group_by("rule").len().iter_rows()}
+    run.result = IngestResult(
+        spec.name, str(run.path), run.parsed.fmt, batch_id, rows_read, accepted.height,
+        quarantined.height, False, reasons, time.perf_counter() - run.t0, run.notes,
+        run.replaced, details,
+    )  # fmt: skip
+
+
+BATCH_COLUMNS = (
+    "batch_id", "kind", "format", "path", "file_hash", "ingest_key", "rows_read",
+    "rows_accepted", "rows_quarantined", "started_at", "finished_at", "parse_s", "validate_s",
+    "write_s", "options",
+)  # fmt: skip
+
+Stage = Callable[[Run], None]
+
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("fingerprint", fingerprint),  # file + options -> key; a key seen before ends the run
+    ("parse", parse),  # the source's parser: canonical columns + _row, parse rejects
+    ("coerce", coerce_stage),  # types; a value that does not cast is quarantined
+    ("normalize", normalize_stage),  # datum -> WGS84, times -> UTC, derived ids
+    ("validate", validate),  # the kind's named rules, each with a reason
+    ("write", write),  # rows + quarantine + batch record (+ replaced batches): one transaction
+)
+
+
 def validate_parsed(
     store: Store,
     spec: KindSpec,
@@ -455,27 +688,16 @@ def validate_parsed(
     opts: IngestOptions,
     say: Progress | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Stages coerce, normalize and validate of one parsed batch (a file's or a live
-    micro-batch's): returns (accepted rows, quarantined rows with ``QUARANTINE_SCHEMA``)."""
-    say = say or (lambda _msg: None)
-    say("coerce")
-    tz = opts.tz or settings.timezone
-    ZoneInfo(tz)
-    typed, type_rej = coerce(parsed.frame, spec, tz)
-    say("normalize")
-    typed = normalize(typed, spec, opts, settings, store)
-    say("validate")
-    ctx = _context(spec, typed, store, settings, opts)
-    accepted, rule_rej = apply_rules(typed, spec, ctx)
-    rejected_rows = pl.concat([type_rej, rule_rej])
-    raw = _raw_json(parsed.frame, rejected_rows["_row"])
-    quarantined = pl.concat(
-        [
-            parsed.rejected.cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
-            rejected_rows.join(raw, on="_row", how="left").cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
-        ]
-    )
-    return accepted, quarantined
+    """Stages coerce, normalize and validate of a batch parsed elsewhere (a live
+    micro-batch): returns (accepted rows, quarantined rows with ``QUARANTINE_SCHEMA``)."""
+    run = Run(store, spec, Path(parsed.fmt), settings, opts, False, None)
+    run.parsed = parsed
+    run.rejected.append(parsed.rejected.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+    for name, stage in STAGES:
+        if name in ("coerce", "normalize", "validate"):
+            (say or (lambda _msg: None))(name)
+            stage(run)
+    return run.frame, pl.concat(run.rejected)
 
 
 def write_accepted(
@@ -492,103 +714,20 @@ def ingest_file(
     settings: Settings,
     opts: IngestOptions | None = None,
     progress: Progress | None = None,
+    *,
+    replace: bool = False,
+    observed_at: datetime | None = None,
 ) -> IngestResult:
-    """Ingest one file as one batch (one transaction). See the module docstring for stages."""
-    from pipelines.ingest.sources import parse_file
-
-    opts = opts or IngestOptions()
+    """Ingest one file as one batch (one transaction): each of ``STAGES`` once, in order."""
     spec = kind_spec(kind)
-    say = progress or (lambda _msg: None)
     path = Path(path)
     if not path.is_file():
         raise SourceFormatError(f"{path}: no such file")
-    t0 = time.perf_counter()
-    started = datetime.now(UTC)
-
-    say("fingerprint")
-    digest = file_hash(path)
-    prev = store.query(
-        "SELECT batch_id, format, rows_read, rows_accepted, rows_quarantined FROM ingest_batches "
-        "WHERE kind = ? AND file_hash = ?",
-        [spec.name, digest],
-    )
-    if prev.height:
-        row = prev.row(0, named=True)
-        return IngestResult(
-            spec.name,
-            str(path),
-            row["format"],
-            row["batch_id"],
-            row["rows_read"],
-            0,
-            0,
-            True,
-            {},
-            time.perf_counter() - t0,
-        )
-
-    say("parse")
-    parsed = parse_file(path, spec, opts)
-    t_parse = time.perf_counter()
-
-    accepted, quarantined = validate_parsed(store, spec, parsed, settings, opts, say)
-    t_validate = time.perf_counter()
-
-    say("write")
-    batch_id = f"{spec.name}-{started:%Y%m%dT%H%M%S}-{digest[:10]}"
-    table = _table_frame(accepted, spec, batch_id, settings)
-    rows_read = parsed.rows_read
-    if rows_read != accepted.height + quarantined.height:
-        raise SourceFormatError(
-            f"{path}: internal count mismatch: read {rows_read}, accepted {accepted.height}, "
-            f"quarantined {quarantined.height}"
-        )
-    now = datetime.now(UTC)
-    qrows = quarantined.select(
-        pl.lit(batch_id).alias("batch_id"),
-        pl.lit(spec.name).alias("kind"),
-        pl.lit(str(path)).alias("source_path"),
-        pl.col("_row").alias("row_number"),
-        "rule",
-        "field",
-        "reason",
-        "raw",
-        pl.lit(now).dt.convert_time_zone("UTC").alias("quarantined_at"),
-    )
-    with store.transaction() as tx:
-        _write_rows(tx, spec, table, settings, batch_id)
-        tx.insert_frame("quarantine", qrows)
-        _fault_pause_in_write()
-        t_write = time.perf_counter()
-        tx.execute(
-            "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                batch_id,
-                spec.name,
-                parsed.fmt,
-                str(path),
-                digest,
-                rows_read,
-                accepted.height,
-                quarantined.height,
-                started,
-                datetime.now(UTC),
-                t_parse - t0,
-                t_validate - t_parse,
-                t_write - t_validate,
-                opts.to_json(),
-            ),
-        )
-    reasons = dict(quarantined.group_by("rule").len().iter_rows())
-    return IngestResult(
-        spec.name,
-        str(path),
-        parsed.fmt,
-        batch_id,
-        rows_read,
-        accepted.height,
-        quarantined.height,
-        False,
-        {str(k): int(v) for k, v in reasons.items()},
-        time.perf_counter() - t0,
-    )
+    run = Run(store, spec, path, settings, opts or IngestOptions(), replace, observed_at)
+    say = progress or (lambda _msg: None)
+    for name, stage in STAGES:
+        say(name)
+        stage(run)
+        if run.result is not None:
+            return run.result
+    raise AssertionError("the write stage always sets the result")

@@ -180,17 +180,41 @@ def unknown_event_type(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) ->
 
 
 def missing_accuracy(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:
-    """Fixes without a usable accuracy cannot support a verdict; quarantine unless assumed."""
-    if ctx.assume_accuracy_m is not None:
-        return _empty()
-    mask = (
-        pl.col("accuracy_m").is_null() | pl.col("accuracy_m").is_nan() | (pl.col("accuracy_m") <= 0)
+    """Fixes without a usable accuracy cannot support a verdict.
+
+    A missing accuracy is quarantined unless the user assumed one (``normalize`` has filled
+    it in then); a reported accuracy that is not a positive finite number of metres is
+    quarantined whatever was assumed: an assumption never overrides a reported value."""
+    acc = pl.col("accuracy_m")
+    missing = acc.is_null() | acc.is_nan()
+    unusable = ~missing & (~acc.is_finite() | (acc <= 0))
+    hint = (
+        "re-ingest with --assume-accuracy-m M --replace to accept"
+        if ctx.assume_accuracy_m is None
+        else "an assumed accuracy does not replace a reported one"
     )
-    reason = pl.format(
-        "accuracy_m={} is missing or not positive (pass --assume-accuracy-m to accept)",
-        _txt("accuracy_m"),
+    return pl.concat(
+        [
+            _rejects(
+                frame,
+                missing,
+                "missing_accuracy",
+                "accuracy_m",
+                pl.lit(f"accuracy_m is missing ({hint})"),
+            ),
+            _rejects(
+                frame,
+                unusable,
+                "missing_accuracy",
+                "accuracy_m",
+                pl.format(
+                    "accuracy_m={} is not a positive finite number of metres ({})",
+                    _txt("accuracy_m"),
+                    pl.lit(hint),
+                ),
+            ),
+        ]
     )
-    return _rejects(frame, mask, "missing_accuracy", "accuracy_m", reason)
 
 
 def not_finite(frame: pl.DataFrame, spec: KindSpec, ctx: RuleContext) -> pl.DataFrame:

@@ -34,7 +34,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pipelines.errors import EventFormatError
 from pipelines.ingest.contract import IngestOptions, ParsedBatch, empty_rejects
 from pipelines.ingest.kinds import kind_spec
-from pipelines.ingest.machine import validate_parsed, write_accepted
+from pipelines.ingest.machine import BATCH_COLUMNS, validate_parsed, write_accepted
 from pipelines.live import bus as busmod
 from pipelines.live.bus import Bus
 from pipelines.settings import Settings
@@ -258,13 +258,15 @@ def write_messages(
             write_accepted(tx, spec, accepted, settings, batch_id)
             tx.insert_frame("quarantine", qrows)
             tx.execute(
-                "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO ingest_batches ({', '.join(BATCH_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in BATCH_COLUMNS)})",
                 (
                     batch_id,
                     spec.name,
                     "cloudevents",
                     f"bus {stream}",
                     digest,
+                    digest,  # ingest key: the message ids are the batch's identity
                     n_read,
                     accepted.height,
                     qrows.height,

@@ -7,6 +7,7 @@ cannot bind, are checked against the schema's allowlist before they are spliced 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,12 +19,30 @@ import duckdb
 import duckdb_extensions
 import polars as pl
 
-from pipelines.errors import StoreError, UnknownTableError
+from pipelines.errors import StoreBusyError, StoreError, UnknownTableError
 from pipelines.store.schema import MIGRATIONS, SORT_KEYS, TABLES
 
 _view_counter = itertools.count()
 # DuckDB scans classic Arrow strings much faster than polars' string views.
 _ARROW_COMPAT = pl.CompatLevel.oldest()
+
+
+def busy_message(path: Path, duckdb_error: str) -> str:
+    """Who holds the store, from DuckDB's lock error ("... (PID 1234) ...") and /proc."""
+    pid = re.search(r"PID (\d+)", duckdb_error)
+    holder = "another process"
+    if pid:
+        holder = f"process {pid.group(1)}"
+        try:
+            argv = Path(f"/proc/{pid.group(1)}/cmdline").read_bytes().split(b"\0")
+            shown = " ".join(a.decode(errors="replace") for a in argv if a)[:160]
+            holder += f" ({shown})" if shown else ""
+        except OSError:
+            pass
+    return (
+        f"store {path} is in use by {holder}; DuckDB allows one writer at a time. Stop that "
+        "process (the dashboard holds the store while it runs) or point --store elsewhere"
+    )
 
 
 def _checked_table(table: str) -> str:
@@ -93,6 +112,8 @@ class Store:
         try:
             self._con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreBusyError(busy_message(self.path, str(exc))) from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         self._load_spatial()
         # GLOBAL: every cursor (one per query) inherits UTC and the loaded extension.

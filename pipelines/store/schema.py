@@ -539,6 +539,39 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE tickets ADD COLUMN reported_ts TIMESTAMPTZ",
         ),
     ),
+    Migration(
+        9,
+        "ingest key: a batch is keyed by its file and the options that change its result",
+        (
+            """
+            CREATE TABLE ingest_batches_v9 (
+                batch_id VARCHAR PRIMARY KEY,
+                kind VARCHAR NOT NULL,
+                format VARCHAR NOT NULL,
+                path VARCHAR NOT NULL,
+                file_hash VARCHAR NOT NULL,
+                rows_read BIGINT NOT NULL,
+                rows_accepted BIGINT NOT NULL,
+                rows_quarantined BIGINT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL,
+                finished_at TIMESTAMPTZ NOT NULL,
+                parse_s DOUBLE NOT NULL,
+                validate_s DOUBLE NOT NULL,
+                write_s DOUBLE NOT NULL,
+                options VARCHAR,
+                ingest_key VARCHAR NOT NULL,
+                UNIQUE (kind, ingest_key),
+                CHECK (rows_read = rows_accepted + rows_quarantined)
+            )
+            """,
+            # Batches stored before: their key is their file hash (the old uniqueness).
+            "INSERT INTO ingest_batches_v9 SELECT batch_id, kind, format, path, file_hash, "
+            "rows_read, rows_accepted, rows_quarantined, started_at, finished_at, parse_s, "
+            "validate_s, write_s, options, file_hash FROM ingest_batches",
+            "DROP TABLE ingest_batches",
+            "ALTER TABLE ingest_batches_v9 RENAME TO ingest_batches",
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.errors import SourceFormatError
-from pipelines.ingest.contract import IngestOptions, ParsedBatch
+from pipelines.ingest.contract import IngestOptions, ParsedBatch, Writer
 from pipelines.ingest.kinds import KindSpec
 
 Parser = Callable[[Path, KindSpec, IngestOptions], ParsedBatch]
 
 _REGISTRY: dict[tuple[str, str], Parser] = {}
+_WRITERS: dict[tuple[str, str], Writer] = {}
 _EXTENSIONS: dict[str, str] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -26,6 +27,7 @@ _EXTENSIONS: dict[str, str] = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".geojson": "geojson",
 }
 
 SOURCE_MODULES: tuple[str, ...] = (
@@ -41,6 +43,23 @@ SOURCE_MODULES: tuple[str, ...] = (
 
 def register(kind: str, fmt: str, parser: Parser) -> None:
     _REGISTRY[(kind, fmt)] = parser
+
+
+def register_writer(kind: str, mode: str, writer: Writer) -> None:
+    """A write mode other than ``append`` for a kind (e.g. outages' ``snapshot`` upsert)."""
+    _WRITERS[(kind, mode)] = writer
+
+
+def writer_for(kind: str, mode: str) -> Writer:
+    _load_all()
+    writer = _WRITERS.get((kind, mode))
+    if writer is None:
+        modes = sorted(m for (k, m) in _WRITERS if k == kind)
+        raise SourceFormatError(
+            f"write mode {mode!r} is not available for kind {kind}; expected append"
+            + "".join(f" or {m}" for m in modes)
+        )
+    return writer
 
 
 def _load_all() -> None:

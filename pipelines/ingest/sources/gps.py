@@ -130,7 +130,9 @@ def _batch(
     table: TextTable, path: Path, opts: IngestOptions, fmt: str, mapping: dict[str, str]
 ) -> ParsedBatch:
     frame = apply_column_map(table.frame, {**mapping, **opts.columns}, path)
-    return _finish(gps_frame(frame, path, opts, fmt), table.rejected, table.rows_read, path, fmt)
+    batch = _finish(gps_frame(frame, path, opts, fmt), table.rejected, table.rows_read, path, fmt)
+    batch.notes = table.notes
+    return batch
 
 
 # -- GPX ---------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ def _count_line(path: Path) -> int:
 
 
 def read_gpslogger(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
-    table = read_delimited(path, skip_lines=_count_line(path))
+    table = read_delimited(path, skip_lines=_count_line(path), encoding=opts.encoding)
     missing = [c for c in ("time", "lat", "lon") if c not in table.frame.columns]
     if missing:
         raise SourceFormatError(
@@ -219,7 +221,9 @@ def read_gpslogger(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBat
 # -- GeoLife -----------------------------------------------------------------------------
 def read_geolife(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
     """GeoLife-style ``X;Y;...;tracker;t`` (lon, lat, user id, time with a ``+00`` offset)."""
-    table = read_delimited(path, delimiter=str(opts.extra.get("delimiter", ";")))
+    table = read_delimited(
+        path, delimiter=str(opts.extra.get("delimiter", ";")), encoding=opts.encoding
+    )
     names = set(table.frame.columns)
     if not {"X", "Y", "t"} <= names:
         raise SourceFormatError(
@@ -294,7 +298,7 @@ def _epoch_to_iso(frame: pl.DataFrame) -> pl.DataFrame:
 
 def read_generic(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
     delimiter = str(opts.extra.get("delimiter") or sniff_delimiter(path))
-    table = read_delimited(path, delimiter=delimiter)
+    table = read_delimited(path, delimiter=delimiter, encoding=opts.encoding)
     mapping = generic_mapping(table.frame.columns)
     mapping = {k: v for k, v in mapping.items() if v not in opts.columns.values()}
     for canon in opts.columns:

@@ -106,7 +106,7 @@ def _series_rows(
 
 
 def read_vibration_csv(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
-    table = read_delimited(path)
+    table = read_delimited(path, encoding=opts.encoding)
     if table.rejected.height:
         first = table.rejected.row(0, named=True)
         raise SourceFormatError(f"{path}: {first['reason']}; a waveform file must be regular")

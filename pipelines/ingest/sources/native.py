@@ -18,6 +18,7 @@ from pipelines.errors import SourceFormatError
 from pipelines.ingest.contract import IngestOptions, ParsedBatch, empty_rejects
 from pipelines.ingest.kinds import KINDS, KindSpec
 from pipelines.ingest.sources import register
+from pipelines.ingest.sources.text import decode_file, read_delimited
 
 
 def apply_column_map(frame: pl.DataFrame, mapping: Mapping[str, str], path: Path) -> pl.DataFrame:
@@ -43,21 +44,17 @@ def _with_rows(frame: pl.DataFrame, spec: KindSpec) -> pl.DataFrame:
 
 
 def read_native_csv(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
-    try:
-        frame = pl.read_csv(
-            path,
-            infer_schema=False,
-            separator=opts.extra.get("delimiter", ","),
-            encoding="utf8-lossy",
-            truncate_ragged_lines=False,
-        )
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, UnicodeDecodeError) as exc:
-        raise SourceFormatError(
-            f"{path}: cannot be parsed as CSV with a header row of {spec.name} columns "
-            f"({', '.join(spec.required)} ...): {exc}"
-        ) from exc
-    frame = apply_column_map(frame, opts.columns, path)
-    return ParsedBatch(_with_rows(frame, spec), empty_rejects(), frame.height, "csv")
+    """A header row of canonical names; ragged rows are quarantined by ``read_delimited``."""
+    table = read_delimited(
+        path, delimiter=str(opts.extra.get("delimiter", ",")), encoding=opts.encoding
+    )
+    frame = apply_column_map(table.frame, opts.columns, path)
+    # No canonical column at all (a wrong delimiter): keep what was read, so the error that
+    # names the missing columns can show the header as it came out.
+    keep = [c for c in frame.columns if c in spec.columns] or frame.columns[1:]
+    return ParsedBatch(
+        frame.select("_row", *keep), table.rejected, table.rows_read, "csv", table.notes
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -75,10 +72,8 @@ def read_native_jsonl(path: Path, spec: KindSpec, opts: IngestOptions) -> Parsed
     rows: list[int] = []
     rejects: list[dict[str, object]] = []
     rows_read = 0
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise SourceFormatError(f"{path}: cannot be read: {exc}") from exc
+    text, notes = decode_file(path, opts.encoding)
+    lines = text.splitlines()
     parsed_any = False
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -130,7 +125,7 @@ def read_native_jsonl(path: Path, spec: KindSpec, opts: IngestOptions) -> Parsed
             "raw": pl.String,
         },
     )
-    return ParsedBatch(frame, rej, rows_read, "jsonl")
+    return ParsedBatch(frame, rej, rows_read, "jsonl", notes)
 
 
 def read_native_parquet(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:

@@ -10,7 +10,8 @@ even when its cause text changed.
 
 ``ingest_file(..., 'outages', ...)`` writes a file as one batch; its ids are keys, so an event
 already stored is quarantined as ``duplicate``. Feeds that are *polled* need upsert semantics
-instead: ``merge_outage_snapshot`` applies one snapshot in one transaction:
+instead: ``merge_outage_snapshot`` runs the same ingest machine with the ``snapshot`` writer
+(``merge_snapshot_rows``), which applies one snapshot in the batch's transaction:
 
 * an id not stored yet is inserted (``first_seen = last_seen = snapshot time``);
 * a stored id is updated (geometry, customers, cause, end) and ``last_seen`` advances;
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,13 @@ from shapely.geometry import Polygon, shape
 
 from geofence.uwb import SiteFrame, local_to_wgs84
 from pipelines.errors import SourceFormatError
-from pipelines.ingest.contract import QUARANTINE_SCHEMA, IngestOptions, ParsedBatch
-from pipelines.ingest.kinds import KindSpec, kind_spec
-from pipelines.ingest.machine import coerce, file_hash, normalize
-from pipelines.ingest.rules import RuleContext, apply_rules
-from pipelines.ingest.sources import register
+from pipelines.ingest.contract import QUARANTINE_SCHEMA, IngestOptions, ParsedBatch, WriteJob
+from pipelines.ingest.kinds import KindSpec
+from pipelines.ingest.machine import ingest_file
+from pipelines.ingest.sources import register, register_writer
 from pipelines.ingest.sources.text import load_json
 from pipelines.settings import Settings
-from pipelines.store.gateway import Store
+from pipelines.store.gateway import Store, Tx
 
 BUFFER_VERTICES = 32
 PROPS: dict[str, tuple[str, ...]] = {
@@ -155,38 +155,55 @@ class SnapshotResult:
     skipped: bool = False
 
 
-def _bbox(frame: pl.DataFrame) -> pl.DataFrame:
-    b = shapely.bounds(shapely.from_wkt(frame["geom_wkt"].to_numpy()))
-    return frame.with_columns(
-        pl.Series("min_lon", b[:, 0]),
-        pl.Series("min_lat", b[:, 1]),
-        pl.Series("max_lon", b[:, 2]),
-        pl.Series("max_lat", b[:, 3]),
-    )
+def merge_snapshot_rows(tx: Tx, job: WriteJob) -> dict[str, Any]:
+    """The ``snapshot`` writer: upsert ``job.rows`` and close what the snapshot dropped.
 
-
-def _validated(
-    path: Path, store: Store, settings: Settings, opts: IngestOptions
-) -> tuple[ParsedBatch, pl.DataFrame, pl.DataFrame]:
-    spec = kind_spec("outages")
-    parsed = read_geojson(path, spec, opts)
-    typed, type_rej = coerce(parsed.frame, spec, opts.tz or settings.timezone)
-    typed = normalize(typed, spec, opts, settings, store)
-    th = settings.thresholds
-    ctx = RuleContext(
-        now=datetime.now(UTC),
-        earliest=datetime(th.earliest_valid_year, 1, 1, tzinfo=UTC),
-        future_tolerance=timedelta(seconds=th.future_tolerance_s),
-        max_speed_mps=th.max_speed_mps,
-    )  # no existing keys: in-file repeats only
-    accepted, rule_rej = apply_rules(typed, spec, ctx)
-    bad = pl.concat([type_rej, rule_rej])
-    raw = parsed.frame.filter(pl.col("_row").is_in(bad["_row"].implode())).select(
-        "_row", pl.struct(pl.exclude("_row")).struct.json_encode().alias("raw")
+    Runs inside the machine's write transaction (see the module docstring for the rules)."""
+    snap = job.rows.drop("first_seen", "last_seen", strict=False)
+    latest = snap["start_ts"].max() if snap.height else None
+    snap_ts = job.observed_at or (latest if isinstance(latest, datetime) else None) or job.started
+    source = job.source or "geojson"
+    tx.register("ft_snapshot", snap.select(pl.col("outage_id").cast(pl.String)))
+    known = tx.query(
+        "SELECT outage_id FROM outages WHERE outage_id IN (SELECT outage_id FROM ft_snapshot)"
+    )["outage_id"].to_list()
+    new = snap.filter(~pl.col("outage_id").is_in(known))
+    tx.insert_frame(
+        "outages",
+        new.with_columns(
+            pl.lit(snap_ts).dt.convert_time_zone("UTC").alias("first_seen"),
+            pl.lit(snap_ts).dt.convert_time_zone("UTC").alias("last_seen"),
+        ),
+        {"batch_id": job.batch_id},
     )
-    joined = bad.join(raw, on="_row", how="left").cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
-    quarantined = pl.concat([parsed.rejected, joined])
-    return parsed, accepted, quarantined
+    upd = snap.filter(pl.col("outage_id").is_in(known))
+    if upd.height:
+        tx.register("ft_updates", upd)
+        tx.execute(
+            "UPDATE outages SET geom_wkt = u.geom_wkt, min_lat = u.min_lat, "
+            "min_lon = u.min_lon, max_lat = u.max_lat, max_lon = u.max_lon, "
+            "customers_affected = u.customers_affected, cause = u.cause, end_ts = u.end_ts, "
+            "last_seen = ?, batch_id = ? FROM ft_updates u "
+            "WHERE outages.outage_id = u.outage_id AND outages.last_seen <= ?",
+            (snap_ts, job.batch_id, snap_ts),
+        )
+        tx.execute(
+            "UPDATE outages SET first_seen = ? FROM ft_updates u "
+            "WHERE outages.outage_id = u.outage_id AND outages.first_seen > ?",
+            (snap_ts, snap_ts),
+        )
+        tx.unregister("ft_updates")
+    dropped = (
+        "FROM outages WHERE source = ? AND end_ts IS NULL AND last_seen < ? "
+        "AND outage_id NOT IN (SELECT outage_id FROM ft_snapshot)"
+    )
+    closed = int(tx.scalar(f"SELECT count(*) {dropped}", (source, snap_ts)))
+    tx.execute(
+        "UPDATE outages SET end_ts = ? WHERE outage_id IN (SELECT outage_id " + dropped + ")",
+        (snap_ts, source, snap_ts),
+    )
+    tx.unregister("ft_snapshot")
+    return {"inserted": new.height, "updated": upd.height, "closed": closed, "snapshot_ts": snap_ts}
 
 
 def merge_outage_snapshot(
@@ -196,119 +213,37 @@ def merge_outage_snapshot(
     opts: IngestOptions,
     snapshot_ts: datetime | None = None,
 ) -> SnapshotResult:
-    """Upsert one snapshot file into ``outages`` in one transaction (see module docstring)."""
-    path = Path(path)
-    digest = file_hash(path)
-    prev = store.query(
-        "SELECT batch_id, rows_read, started_at FROM ingest_batches "
-        "WHERE kind = 'outages' AND file_hash = ?",
-        [digest],
+    """Upsert one snapshot file into ``outages`` in one transaction: the ingest machine with
+    the ``snapshot`` writer. ``snapshot_ts`` defaults to the latest start in the file."""
+    r = ingest_file(
+        store,
+        "outages",
+        path,
+        settings,
+        replace(
+            opts,
+            fmt=opts.fmt or "geojson",
+            write="snapshot",
+            source_name=opts.source_name or "geojson",
+        ),
+        observed_at=snapshot_ts,
     )
-    if prev.height:
-        row = prev.row(0, named=True)
-        return SnapshotResult(
-            row["batch_id"], row["started_at"], row["rows_read"], 0, 0, 0, 0, {}, skipped=True
-        )
-    started = datetime.now(UTC)
-    parsed, accepted, quarantined = _validated(path, store, settings, opts)
-    snap_ts = snapshot_ts or (accepted["start_ts"].max() if accepted.height else None) or started
-    assert isinstance(snap_ts, datetime)
-    source = opts.source_name or "geojson"
-    batch_id = f"outages-{started:%Y%m%dT%H%M%S}-{digest[:10]}"
-    snap = _bbox(accepted.drop("_row")) if accepted.height else accepted.drop("_row")
-    with store.transaction() as tx:
-        tx.register(
-            "ft_snapshot",
-            snap.select("outage_id")
-            if snap.height
-            else pl.DataFrame({"outage_id": []}, schema={"outage_id": pl.String}),
-        )
-        known = tx.query(
-            "SELECT outage_id FROM outages WHERE outage_id IN (SELECT outage_id FROM ft_snapshot)"
-        )["outage_id"].to_list()
-        new = snap.filter(~pl.col("outage_id").is_in(known))
-        tx.insert_frame(
-            "outages",
-            new.with_columns(
-                pl.lit(snap_ts).dt.convert_time_zone("UTC").alias("first_seen"),
-                pl.lit(snap_ts).dt.convert_time_zone("UTC").alias("last_seen"),
-                pl.lit(batch_id).alias("batch_id"),
-            ),
-        )
-        upd = snap.filter(pl.col("outage_id").is_in(known))
-        if upd.height:
-            tx.register("ft_updates", upd)
-            tx.execute(
-                "UPDATE outages SET geom_wkt = u.geom_wkt, min_lat = u.min_lat, "
-                "min_lon = u.min_lon, max_lat = u.max_lat, max_lon = u.max_lon, "
-                "customers_affected = u.customers_affected, cause = u.cause, end_ts = u.end_ts, "
-                "last_seen = ?, batch_id = ? FROM ft_updates u "
-                "WHERE outages.outage_id = u.outage_id AND outages.last_seen <= ?",
-                (snap_ts, batch_id, snap_ts),
-            )
-            tx.execute(
-                "UPDATE outages SET first_seen = ? FROM ft_updates u "
-                "WHERE outages.outage_id = u.outage_id AND outages.first_seen > ?",
-                (snap_ts, snap_ts),
-            )
-            tx.unregister("ft_updates")
-        closed = int(
-            tx.scalar(
-                "SELECT count(*) FROM outages WHERE source = ? AND end_ts IS NULL "
-                "AND last_seen < ? AND outage_id NOT IN (SELECT outage_id FROM ft_snapshot)",
-                (source, snap_ts),
-            )
-        )
-        tx.execute(
-            "UPDATE outages SET end_ts = ? WHERE source = ? AND end_ts IS NULL "
-            "AND last_seen < ? AND outage_id NOT IN (SELECT outage_id FROM ft_snapshot)",
-            (snap_ts, source, snap_ts),
-        )
-        tx.unregister("ft_snapshot")
-        tx.insert_frame(
-            "quarantine",
-            quarantined.select(
-                pl.lit(batch_id).alias("batch_id"),
-                pl.lit("outages").alias("kind"),
-                pl.lit(str(path)).alias("source_path"),
-                pl.col("_row").alias("row_number"),
-                "rule",
-                "field",
-                "reason",
-                "raw",
-                pl.lit(datetime.now(UTC)).dt.convert_time_zone("UTC").alias("quarantined_at"),
-            ),
-        )
-        tx.execute(
-            "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                batch_id,
-                "outages",
-                "geojson-snapshot",
-                str(path),
-                digest,
-                parsed.rows_read,
-                accepted.height,
-                quarantined.height,
-                started,
-                datetime.now(UTC),
-                0.0,
-                0.0,
-                0.0,
-                json.dumps({"snapshot_ts": snap_ts.isoformat(), "source": source}),
-            ),
-        )
-    reasons = {str(k): int(v) for k, v in quarantined.group_by("rule").len().iter_rows()}
+    d = r.details
+    observed = d.get("snapshot_ts") or store.scalar(
+        "SELECT started_at FROM ingest_batches WHERE batch_id = ?", [r.batch_id]
+    )
     return SnapshotResult(
-        batch_id,
-        snap_ts,
-        parsed.rows_read,
-        new.height,
-        upd.height,
-        closed,
-        quarantined.height,
-        reasons,
+        r.batch_id,
+        observed,
+        r.rows_read,
+        int(d.get("inserted", 0)),
+        int(d.get("updated", 0)),
+        int(d.get("closed", 0)),
+        r.rows_quarantined,
+        r.reasons,
+        skipped=r.skipped,
     )
 
 
 register("outages", "geojson", read_geojson)
+register_writer("outages", "snapshot", merge_snapshot_rows)

@@ -23,10 +23,11 @@ report time separate from the creation, so ``reported_ts`` stays empty. Socrata 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -340,18 +341,19 @@ class TicketFeedResult:
 
 
 def ingest_ticket_feed(
-    store: Store, path: Path, settings: Settings, opts: IngestOptions
+    store: Store, path: Path, settings: Settings, opts: IngestOptions, *, replace: bool = False
 ) -> TicketFeedResult:
-    """Ingest a feed file as tickets, then as their events (see the module docstring)."""
+    """Ingest a feed file as tickets, then as their events (see the module docstring);
+    ``replace`` swaps the earlier tickets and events batches of the file."""
     if opts.fmt not in ("open311", "socrata"):
         raise SourceFormatError(f"{path}: ticket feeds are open311 or socrata, got {opts.fmt!r}")
-    tickets = ingest_file(store, "tickets", path, settings, opts)
+    tickets = ingest_file(store, "tickets", path, settings, opts, replace=replace)
     ids = parse_tickets(path, kind_spec("tickets"), opts).frame["ticket_id"].drop_nulls().to_list()
     known = store.query(
         "SELECT ticket_id FROM tickets WHERE ticket_id IN (SELECT unnest(?))", [ids]
     )["ticket_id"].to_list()
-    ev_opts = replace(opts, extra={**opts.extra, "known_tickets": TicketIdSet(known)})
-    events = ingest_file(store, "events", path, settings, ev_opts)
+    ev_opts = dataclasses.replace(opts, extra={**opts.extra, "known_tickets": TicketIdSet(known)})
+    events = ingest_file(store, "events", path, settings, ev_opts, replace=replace)
     return TicketFeedResult(tickets, events)
 
 

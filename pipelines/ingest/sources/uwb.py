@@ -161,7 +161,7 @@ def read_local(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
                 "([site_id,]tag_id,ts,x,y[,z]); found {width}"
             )
         names = layouts[width]
-    table = read_delimited(path, names=names)
+    table = read_delimited(path, names=names, encoding=opts.encoding)
     frame = table.frame.rename({c: c + "_m" for c in ("x", "y", "z") if c in table.frame.columns})
     for canon, src in opts.columns.items():
         frame = frame.rename({src: canon})
@@ -205,7 +205,7 @@ def read_ranges(path: Path, spec: KindSpec, opts: IngestOptions) -> ParsedBatch:
     tags = [str(t) for t in site.get("tags") or ["T0"]]
     n_a, n_t = len(anchor_ids), len(tags)
     names = ["ts", *[f"r{i}" for i in range(n_a * n_t)]] if _headerless(path) else None
-    table = read_delimited(path, names=names)
+    table = read_delimited(path, names=names, encoding=opts.encoding)
     lines = table.frame
     if lines.width - 2 != n_a * n_t:
         raise SourceFormatError(
