@@ -1,0 +1,1 @@
+"""Live processors: pure event-time steps and the consumer loops around them."""
