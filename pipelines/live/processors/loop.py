@@ -121,9 +121,8 @@ def prepare(
             pending.arrivals.append(e)
     if by_kind["tickets"].rows:
         tickets = _accepted(store, settings, "tickets", by_kind["tickets"].rows)
-        tags = tickets["tags"] if "tags" in tickets.columns else None
-        for i, row in enumerate(tickets.iter_rows(named=True)):
-            have = set(tags[i] or []) if tags is not None else set()
+        for row in tickets.iter_rows(named=True):
+            have = set(row.get("tags") or [])
             if row.get("tag"):
                 have.add(row["tag"])
             if have & config.tags and row.get("created_ts") is not None:
@@ -239,22 +238,28 @@ async def run_processors(
                 continue
             t0 = time.perf_counter()
             messages = [m for m in (to_in_message(f) for f in fetched) if m is not None]
-            fixes, arrivals = await asyncio.to_thread(
-                prepare, store, settings, config, messages, pending
-            )
-            wall = datetime.now(UTC)
-            state, verdicts = step(
-                state, VerdictInputs(wall, fixes=fixes, arrivals=arrivals), th, timing
-            )
-            facts, delivered = await asyncio.to_thread(run_due_alerts, store, config, pending)
-            for v in verdicts:
-                await bus.publish(busmod.OUT_VERDICTS, verdict_event(v))
-            if verdicts:
-                checks = pl.DataFrame([v.row for v in verdicts])
-                await asyncio.to_thread(write_checks, store, checks, computed_at=wall)
-            for fact in facts:
-                subject, event = _fact_event(fact, store)
-                await bus.publish(subject, event)
+            try:
+                fixes, arrivals = await asyncio.to_thread(
+                    prepare, store, settings, config, messages, pending
+                )
+                wall = datetime.now(UTC)
+                new_state, verdicts = step(
+                    state, VerdictInputs(wall, fixes=fixes, arrivals=arrivals), th, timing
+                )
+                facts, delivered = await asyncio.to_thread(run_due_alerts, store, config, pending)
+                for v in verdicts:
+                    await bus.publish(busmod.OUT_VERDICTS, verdict_event(v))
+                if verdicts:
+                    checks = pl.DataFrame([v.row for v in verdicts])
+                    await asyncio.to_thread(write_checks, store, checks, computed_at=wall)
+                for fact in facts:
+                    subject, event = _fact_event(fact, store)
+                    await bus.publish(subject, event)
+            except Exception as exc:  # nothing acked: the batch comes back after ack_wait
+                log.error("processors: batch of %d not processed: %r", len(fetched), exc)
+                await asyncio.sleep(1.0)
+                continue
+            state = new_state
             for f in fetched:
                 await f.ack()
             if on_publish is not None and (verdicts or facts):
