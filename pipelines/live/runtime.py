@@ -121,8 +121,10 @@ def start_live(
     receivers: bool = True,
     writer: bool = True,
     mqtt_enabled: bool = True,
+    processors: bool = False,
 ) -> LiveThread:
-    """Receivers and/or the writer in a background thread (returns once receivers listen)."""
+    """Receivers and/or the writer (with the processors) in a background thread (returns once
+    receivers listen)."""
     from pipelines.live.receivers import run_receivers
     from pipelines.live.writer import run_writer
 
@@ -140,6 +142,10 @@ def start_live(
         if store is None:
             raise BusError("the live writer needs the store")
         live.add(lambda stop: run_writer(settings, store, stop=stop))
+        if processors:  # they read the store the writer commits (pipelines/live/processors)
+            from pipelines.live.processors.loop import run_processors
+
+            live.add(lambda stop: run_processors(settings, store, stop=stop))
     live.start()
     deadline = time.monotonic() + 15
     while not ready.wait(0.05):
@@ -154,13 +160,15 @@ def live_services(
     settings: Settings, *, receivers: bool = True, writer: bool = True, mqtt_enabled: bool = True
 ) -> Iterator[LiveThread]:
     """The configured NATS (else a local ``nats-server -js`` child, its store under the data
-    dir), then the receivers and the writer in a background thread; all stopped on exit."""
+    dir), then the receivers, the writer and the processors in a background thread; all
+    stopped on exit."""
     child = None if bus_reachable(settings) else start_local_nats(settings)
     store = Store(settings.store_path) if writer else None
     try:
         live = start_live(
-            settings, store, receivers=receivers, writer=writer, mqtt_enabled=mqtt_enabled
-        )
+            settings, store, receivers=receivers, writer=writer, mqtt_enabled=mqtt_enabled,
+            processors=writer,
+        )  # fmt: skip
         try:
             yield live
         finally:
