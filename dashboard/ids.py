@@ -29,6 +29,11 @@ DISPATCH_AT = "dispatch-at"  # as-of slider: epoch seconds
 DISPATCH_AT_LABEL = "dispatch-at-label"
 DISPATCH_AT_LATEST = "dispatch-at-latest"
 DISPATCH_AT_WANT = "dispatch-at-want"  # Store: the URL's at= (epoch s, "latest" or None)
+DISPATCH_MODE = "dispatch-mode"  # "live" or "asof": two modes of the same page
+DISPATCH_LIVE_TICK = "dispatch-live-tick"  # Interval: live position polling
+DISPATCH_LIVE_SINCE = "dispatch-live-since"  # Store: newest fix time seen (ISO)
+DISPATCH_LIVE_INDEX = "dispatch-live-index"  # Store: technician -> [trace, point] on the map
+DISPATCH_TICKER = "dispatch-ticker"  # verdicts, geofence events, alerts as they happen
 
 # Ticket page
 TICKET_HEADER = "ticket-header"

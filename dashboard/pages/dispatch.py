@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.auth import current_settings, guard
@@ -18,6 +18,7 @@ from dashboard.pages import Page
 from pipelines.store.schema import EVENT_TYPES
 from pipelines.views import TicketFilter, data_clock, data_span, default_as_of, filter_options
 from pipelines.views import dispatch as views
+from pipelines.views import live as live_views
 
 ROLES = frozenset({"dispatcher", "analyst"})
 HOUR_CHOICES = (("last 24 h", 24), ("last 7 days", 168), ("last 30 days", 720), ("all", 0))
@@ -25,6 +26,8 @@ DEFAULT_LAYERS = ["technicians", "tickets", "hexagons", "alerts"]
 STATUS_CHOICES = [e for e in EVENT_TYPES if e != "closed"]
 AT_STEP_S = 3600
 AT_LATEST = "latest"
+LIVE, ASOF = "live", "asof"
+LIVE_TICK_MS = 500  # live mode polls the latest positions this often (<= 2 s behind)
 _AT_FORMAT = "%Y-%m-%dT%H:%M"
 
 
@@ -132,8 +135,29 @@ def layout(search: str = "", **_: Any) -> html.Div:
     settings = current_settings()
     f = parse_filters(search, settings.timezone)
     refresh_ms = max(5, settings.refresh_interval_s) * 1000
+    mode = LIVE if parse_qs(search.lstrip("?")).get("mode", [""])[-1] == LIVE else ASOF
     return html.Div(
         [
+            html.Div(
+                [
+                    dcc.RadioItems(
+                        id=ids.DISPATCH_MODE,
+                        value=mode,
+                        inline=True,
+                        options=[
+                            {"label": "live", "value": LIVE},
+                            {"label": "as of", "value": ASOF},
+                        ],
+                        className="mode",
+                    ),
+                    dcc.Interval(
+                        id=ids.DISPATCH_LIVE_TICK, interval=LIVE_TICK_MS, disabled=mode != LIVE
+                    ),
+                    dcc.Store(id=ids.DISPATCH_LIVE_SINCE),
+                    dcc.Store(id=ids.DISPATCH_LIVE_INDEX),
+                ],
+                className="mode-bar",
+            ),
             html.Div(
                 [
                     _dropdown(
@@ -194,6 +218,7 @@ def layout(search: str = "", **_: Any) -> html.Div:
                 type="circle",
             ),
             html.Div(id=ids.DISPATCH_NOTE, className="note"),
+            html.Ol(id=ids.DISPATCH_TICKER, className="ticker"),
         ]
     )
 
@@ -326,10 +351,12 @@ def register(app: Dash, ctx: AppContext) -> None:
     @app.callback(
         Output(ids.DISPATCH_MAP, "figure"),
         Output(ids.DISPATCH_NOTE, "children"),
+        Output(ids.DISPATCH_LIVE_INDEX, "data"),
         *filters,
         Input(ids.DISPATCH_LAYERS, "value"),
         Input(ids.DISPATCH_AT, "value"),
         Input(ids.DISPATCH_REFRESH, "n_intervals"),
+        State(ids.DISPATCH_MODE, "value"),
     )
     @guard(ROLES)
     def update_map(
@@ -340,17 +367,50 @@ def register(app: Dash, ctx: AppContext) -> None:
         layers: list[str] | None,
         at_s: int | None,
         _n: int,
-    ) -> tuple[Any, Any]:
+        mode: str | None,
+    ) -> tuple[Any, Any, Any]:
         if at_s is None:
-            return no_update, no_update  # the range callback resolves the moment first
-        return map_view(
+            return no_update, no_update, no_update  # the range callback resolves it first
+        fig, note = map_view(
             ctx,
             _filter(region, tag, status, hours),
             set(layers or []),
             basemap,
             radius_m,
             at=datetime.fromtimestamp(at_s, UTC),
+            live=mode == LIVE,
         )
+        return fig, note, technician_index(fig)
+
+    @app.callback(
+        Output(ids.DISPATCH_LIVE_TICK, "disabled"),
+        Output(ids.DISPATCH_AT, "disabled"),
+        Output(ids.DISPATCH_AT, "value", allow_duplicate=True),
+        Input(ids.DISPATCH_MODE, "value"),
+        State(ids.DISPATCH_AT, "max"),
+        prevent_initial_call="initial_duplicate",
+    )
+    @guard(ROLES)
+    def switch_mode(mode: str | None, top: int | None) -> tuple[Any, ...]:
+        """Live: polling on, the as-of slider pinned to the latest; as of: polling off."""
+        live = mode == LIVE
+        return not live, live, (top or no_update) if live else no_update
+
+    @app.callback(
+        Output(ids.DISPATCH_MAP, "figure", allow_duplicate=True),
+        Output(ids.DISPATCH_LIVE_SINCE, "data"),
+        Output(ids.DISPATCH_TICKER, "children"),
+        Input(ids.DISPATCH_LIVE_TICK, "n_intervals"),
+        State(ids.DISPATCH_LIVE_INDEX, "data"),
+        State(ids.DISPATCH_LIVE_SINCE, "data"),
+        prevent_initial_call=True,
+    )
+    @guard(ROLES)
+    def live_tick(
+        _n: int, index: dict[str, list[int]] | None, since: str | None
+    ) -> tuple[Any, ...]:
+        """Move the technicians the writer saw since the last tick (a patch, no redraw)."""
+        return live_patch(ctx, index or {}, since)
 
     @app.callback(
         Output(ids.DISPATCH_KPIS, "children"), *filters, Input(ids.DISPATCH_REFRESH, "n_intervals")
@@ -405,6 +465,62 @@ def at_bounds(ctx: AppContext, wall_clock: datetime) -> tuple[int, int, int]:
     return lo, hi, int(default.timestamp())
 
 
+def technician_index(fig: Any) -> dict[str, list[int]]:
+    """Technician id -> [trace, point] of its marker on the dispatch figure. Pure."""
+    data = fig.get("data", []) if isinstance(fig, dict) else []
+    out: dict[str, list[int]] = {}
+    for t, trace in enumerate(data):
+        if trace.get("meta") != "technicians":
+            continue
+        for p, custom in enumerate(trace.get("customdata") or []):
+            out[str(custom[1])] = [t, p]
+    return out
+
+
+def live_patch(
+    ctx: AppContext, index: dict[str, list[int]], since: str | None
+) -> tuple[Any, Any, Any]:
+    """The live tick's body: a figure patch moving technicians with newer fixes, the newest
+    fix time seen, and the ticker (the bench calls this)."""
+    store = ctx.store
+    start = datetime.fromisoformat(since) if since else live_views.latest_fix_time(store)
+    rows = ticker_items(live_views.ticker(store))
+    if start is None:
+        return no_update, no_update, rows
+    moved = live_views.latest_positions(store, start)
+    if moved.height == 0:
+        return no_update, since or start.isoformat(), rows
+    patch = Patch()
+    changed = False
+    for tech, lat, lon in moved.select("technician_id", "lat", "lon").iter_rows():
+        where = index.get(tech)
+        if where is None:
+            continue  # not drawn yet: the next full refresh adds it
+        trace, point = where
+        patch["data"][trace]["lat"][point] = round(lat, 5)
+        patch["data"][trace]["lon"][point] = round(lon, 5)
+        changed = True
+    newest = moved["ts"].max()
+    assert isinstance(newest, datetime)
+    return (patch if changed else no_update), newest.isoformat(), rows
+
+
+def ticker_items(frame: Any) -> list[html.Li]:
+    """Ticker rows (``pipelines.views.live.ticker``) as list items. Pure."""
+    return [
+        html.Li(
+            [
+                html.Span(f"{at:%H:%M:%S}", className="muted small"),
+                " ",
+                html.B(kind),
+                f" {subject}: {text}",
+            ],
+            className=f"ticker-{kind}",
+        )
+        for at, kind, subject, text in frame.iter_rows()
+    ]
+
+
 def detail_href(click: dict[str, Any] | None) -> Any:
     """Map click -> ``/ticket?id=...`` (a technician opens their current ticket). Pure."""
     for point in (click or {}).get("points", []):
@@ -424,8 +540,11 @@ def map_view(
     radius_m: float,
     *,
     at: datetime | None = None,
+    live: bool = False,
 ) -> tuple[Any, Any]:
     """The dispatch map callback body: the board as of ``at`` (None or later: the data clock).
+    ``live``: technicians at their latest fix even past the data clock (the live writer
+    commits positions ahead of ticket events).
 
     Queries, aggregation, figure (the bench calls this).
     """
@@ -433,7 +552,8 @@ def map_view(
     clock = data_clock(store)
     now = clock if at is None else min(at, clock)
     tickets = views.open_tickets(store, f, now)
-    technicians = views.technician_positions(store, f, now)
+    newest = live_views.latest_fix_time(store) if live else None
+    technicians = views.technician_positions(store, f, max(now, newest) if newest else now)
     tz = ctx.settings.timezone
     when = format_at(now.timestamp(), tz, fmt="%Y-%m-%d %H:%M")
     if tickets.height == 0 and technicians.height == 0:
