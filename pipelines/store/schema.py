@@ -572,6 +572,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE ingest_batches_v9 RENAME TO ingest_batches",
         ),
     ),
+    Migration(
+        10,
+        "live processors: the facts they published (geofence events for the ticket timeline)",
+        (
+            """
+            CREATE TABLE live_outputs (
+                msg_id VARCHAR PRIMARY KEY,
+                type VARCHAR NOT NULL,
+                ticket_id VARCHAR,
+                technician_id VARCHAR,
+                ts TIMESTAMPTZ NOT NULL,
+                data VARCHAR NOT NULL,
+                published_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
@@ -602,6 +619,7 @@ TABLES: frozenset[str] = frozenset(
         "edge_links",
         "verdict_publications",
         "bus_messages",
+        "live_outputs",
     }
 )
 

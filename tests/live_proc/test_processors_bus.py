@@ -82,6 +82,7 @@ class Run:
         async with await Bus.connect(s) as bus:
             await bus.ensure_streams()
             sub = await bus.pull(busmod.OUT_VERDICTS, durable="test-subscriber")
+            geo = await bus.pull(busmod.OUT_GEOFENCE, durable="test-geofence")
             created = {"customer_id": "C1", "lat": DOOR[0], "lon": DOOR[1], "region": "north"}
             await bus.publish(
                 busmod.IN_TICKETS, _ticket("created", T0 - timedelta(hours=1), created)
@@ -89,7 +90,7 @@ class Run:
             await asyncio.to_thread(
                 wait_for, lambda: store.count("tickets") == 1, what="the ticket committed"
             )
-            for i in range(-30, 1):  # driving past, 550 m away, every 10 s
+            for i in range(-30, -6):  # 550 m away, every 10 s (then a minute without)
                 await bus.publish(busmod.IN_GPS, _fix("T1", T0 + timedelta(seconds=10 * i), FAR))
             await bus.publish(busmod.IN_TICKETS, _ticket("arrived", T0, {"actor": "T1"}))
 
@@ -113,11 +114,21 @@ class Run:
             for i in range(31, 61):
                 await bus.publish(busmod.IN_GPS, _fix("T1", T0 + timedelta(seconds=10 * i), FAR))
             result["between"] = await verdicts(0.5)
-            for i in (-2, -1):
+            for i in range(-6, 0):  # in the gap: at the door
                 await bus.publish(
                     busmod.IN_GPS, _fix("T1", T0 + timedelta(seconds=10 * i + 5), DOOR)
                 )
-            result["late"] = await verdicts(2.0)
+            late: list[dict[str, Any]] = []  # versions until one uses all the door fixes
+            deadline = asyncio.get_running_loop().time() + 8.0
+            while asyncio.get_running_loop().time() < deadline and not (
+                late and late[-1]["data"]["verdict"] != "REJECTED"
+            ):
+                late += await verdicts(1.0)
+            result["late"] = late
+            try:
+                result["geofence"] = [json.loads(m.data) for m in await geo.fetch(10, timeout=2.0)]
+            except TimeoutError:
+                result["geofence"] = []
         return result
 
 
@@ -137,6 +148,11 @@ def test_planted_false_arrival_rejected_in_window_and_late_post_raises_version(
     assert late[-1]["version"] > max(e["data"]["version"] for e in first + result["between"])
     assert late[-1]["trigger"] in ("late", "widened")
     assert late[-1]["verdict"] != "REJECTED"
+    # the late door fixes: the technician entered the ticket's fence, stopped at the door
+    # (arrived_auto) and left again, all in event time
+    geofence = [(e["type"].rsplit(".", 1)[-1], e["subject"]) for e in result["geofence"]]
+    assert geofence == [("enter", "TK1"), ("arrived_auto", "TK1"), ("exit", "TK1")]
+    wait_for(lambda: running.count("live_outputs") == 3, what="geofence events stored")
     sql = "SELECT verdict FROM arrival_checks WHERE event_id = 'TK1-arrived'"
     wait_for(
         lambda: running.query(sql)["verdict"].to_list() == [late[-1]["verdict"]],

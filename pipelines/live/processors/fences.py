@@ -99,6 +99,29 @@ def _open_tickets(
     return out
 
 
+def _arrived_auto(
+    fx: pl.DataFrame, point: tuple[float, float], rules: FenceRules
+) -> tuple[datetime, dict[str, Any]] | None:
+    """The first fix ending a run of ``confirm_fixes`` fixes confidently within ``radius_m``
+    and stopped (one good fix among jumps is not an arrival)."""
+    d = local_distance_m(fx["lat"].to_numpy(), fx["lon"].to_numpy(), point[0], point[1])
+    acc = fx["accuracy_m"].fill_null(np.inf).to_numpy()
+    speed = fx["speed_mps"].fill_null(np.inf).to_numpy()
+    ok = (d + rules.accuracy_k * acc <= rules.radius_m) & (speed <= rules.stopped_mps)
+    run = 0
+    for i, good in enumerate(ok):
+        run = run + 1 if good else 0
+        if run >= rules.confirm_fixes:
+            data = {
+                "distance_m": float(d[i]),
+                "accuracy_m": float(acc[i]),
+                "speed_mps": float(speed[i]),
+            }
+            ts: datetime = fx["ts"][i]
+            return ts, data
+    return None
+
+
 def _dwell(tech: str, ticket: str, since: datetime, rules: FenceRules) -> FenceEvent:
     return FenceEvent("dwell", tech, ticket, since + rules.dwell, {"since": since.isoformat()})
 
@@ -170,29 +193,15 @@ def step(
             if now is not None and key not in dwelt and now - since >= rules.dwell:
                 dwelt.add(key)
                 out.append(_dwell(tech, ticket, since, rules))
-        # arrived_auto: confidently within radius_m and stopped
+        # arrived_auto: confidently within radius_m and stopped, over confirm_fixes fixes in a row
         for tech, ticket in pairs:
-            if (tech, ticket) in auto:
-                continue
-            f = new.filter(pl.col("technician_id") == tech).sort("ts")
-            d = local_distance_m(
-                f["lat"].to_numpy(), f["lon"].to_numpy(), points[ticket][0], points[ticket][1]
-            )
-            acc = f["accuracy_m"].fill_null(np.inf).to_numpy()
-            speed = f["speed_mps"].fill_null(np.inf).to_numpy()
-            hit = np.flatnonzero(
-                (d + rules.accuracy_k * acc <= rules.radius_m) & (speed <= rules.stopped_mps)
-            )
-            if hit.size:
-                i = int(hit[0])
-                auto.add((tech, ticket))
-                out.append(
-                    FenceEvent(
-                        "arrived_auto", tech, ticket, f["ts"][i],
-                        {"distance_m": float(d[i]), "accuracy_m": float(acc[i]),
-                         "speed_mps": float(speed[i])},
-                    )
-                )  # fmt: skip
+            if (tech, ticket) not in auto:
+                hit = _arrived_auto(
+                    mine.filter(pl.col("technician_id") == tech), points[ticket], rules
+                )
+                if hit is not None:
+                    auto.add((tech, ticket))
+                    out.append(FenceEvent("arrived_auto", tech, ticket, hit[0], hit[1]))
     # forget closed tickets' state
     still = {(t, k) for t, ks in open_.items() for k in ks}
     inside = {k: v for k, v in inside.items() if k in still}

@@ -21,10 +21,11 @@ comes after (the batch runner remains the complete answer).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ from pipelines.ingest.kinds import kind_spec
 from pipelines.ingest.machine import validate_parsed
 from pipelines.live import bus as busmod
 from pipelines.live.bus import Bus, make_event
+from pipelines.live.processors.fences import FenceEvent, FenceInputs, FenceRules, FenceState
+from pipelines.live.processors.fences import step as fence_step
 from pipelines.live.processors.verdicts import (
     ARRIVAL_SCHEMA,
     FIX_SCHEMA,
@@ -71,8 +74,11 @@ class Published:
 def _accepted(
     store: Store, settings: Settings, kind: str, rows: list[dict[str, Any]]
 ) -> pl.DataFrame:
-    """Rows of one kind through the file-ingest rules; the accepted ones (as stored)."""
+    """Rows of one kind through the file-ingest rules; the accepted ones (as stored). The
+    ``duplicate`` rule is left to the writer: it asks the store, which the writer may have
+    committed these very rows to already, and the steps ignore a repeated row anyway."""
     spec = kind_spec(kind)
+    spec = replace(spec, rules=tuple(r for r in spec.rules if r != "duplicate"))
     frame = _frame(rows, spec.columns, spec.required)
     parsed = ParsedBatch(frame, empty_rejects(), len(rows), "cloudevents")
     opts = IngestOptions(fmt="cloudevents", source_name="bus")
@@ -99,15 +105,23 @@ def _ticket_points(store: Store, ids: list[str]) -> dict[str, dict[str, Any]]:
     return {r["ticket_id"]: r for r in found.iter_rows(named=True)}
 
 
+@dataclass(frozen=True)
+class Prepared:
+    fixes: pl.DataFrame  # FIX_SCHEMA
+    arrivals: pl.DataFrame  # ARRIVAL_SCHEMA, ticket point joined
+    events: list[dict[str, Any]]  # ticket events of the batch
+    points: dict[str, tuple[float, float]]  # ticket points of those events
+
+
 def prepare(
     store: Store,
     settings: Settings,
     config: AlertConfig,
     messages: list[InMessage],
     pending: Pending,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Fixes (``FIX_SCHEMA``) and resolvable arrivals (``ARRIVAL_SCHEMA``) of a micro-batch;
-    unresolved arrivals and tagged tickets wait in ``pending``."""
+) -> Prepared:
+    """Fixes and resolvable arrivals of a micro-batch, its ticket events with their tickets'
+    points; unresolved arrivals and tagged tickets wait in ``pending``."""
     by_kind = events_to_batches(messages)
     fixes = pl.DataFrame(schema=FIX_SCHEMA)
     if by_kind["gps"].rows:
@@ -127,7 +141,9 @@ def prepare(
                 have.add(row["tag"])
             if have & config.tags and row.get("created_ts") is not None:
                 pending.tagged[row["ticket_id"]] = row["created_ts"]
-    points = _ticket_points(store, sorted({a["ticket_id"] for a in pending.arrivals}))
+    events = by_kind["events"].rows
+    wanted = {a["ticket_id"] for a in pending.arrivals} | {e["ticket_id"] for e in events}
+    points = _ticket_points(store, sorted(t for t in wanted if t))
     ready, waiting = [], []
     for a in pending.arrivals:
         p = points.get(a["ticket_id"])
@@ -144,7 +160,56 @@ def prepare(
             }
         )
     pending.arrivals = waiting
-    return fixes, pl.DataFrame(ready, schema=ARRIVAL_SCHEMA)
+    return Prepared(
+        fixes,
+        pl.DataFrame(ready, schema=ARRIVAL_SCHEMA),
+        events,
+        {t: (p["customer_lat"], p["customer_lon"]) for t, p in points.items()},
+    )
+
+
+FENCE_TYPES = {
+    "enter": busmod.GEOFENCE_ENTER,
+    "exit": busmod.GEOFENCE_EXIT,
+    "dwell": busmod.GEOFENCE_DWELL,
+    "arrived_auto": busmod.ARRIVED_AUTO,
+}
+
+
+def fence_event(e: FenceEvent) -> Any:
+    return make_event(
+        FENCE_TYPES[e.kind],
+        source=f"{SOURCE}/geofence",
+        id=e.key,
+        subject=e.ticket_id,
+        time=e.ts,
+        data={"technician_id": e.technician_id, "ticket_id": e.ticket_id, **e.data},
+    )
+
+
+def record_outputs(store: Store, events: list[Any], at: datetime) -> None:
+    """Published facts into ``live_outputs`` (the ticket timeline and the ticker read them);
+    a re-published one (same message id) is kept once."""
+    rows = [
+        {
+            "msg_id": busmod.msg_id(e),
+            "type": e.get_type(),
+            "ticket_id": e.get_subject(),
+            "technician_id": (e.get_data() or {}).get("technician_id"),
+            "ts": e.get_time(),
+            "data": json.dumps(e.get_data(), default=str),
+            "published_at": at,
+        }
+        for e in events
+    ]
+    if not rows:
+        return
+    frame = pl.DataFrame(rows, schema_overrides={"ts": pl.Datetime("us", "UTC")})
+    with store.transaction() as tx:
+        tx.register("new_outputs", frame.select("msg_id"))
+        tx.execute("DELETE FROM live_outputs WHERE msg_id IN (SELECT msg_id FROM new_outputs)")
+        tx.unregister("new_outputs")
+        tx.insert_frame("live_outputs", frame)
 
 
 def verdict_event(v: Verdict) -> Any:
@@ -223,6 +288,10 @@ async def run_processors(
     th = thresholds_from(settings.thresholds)
     timing = VerdictTiming.of(th, max_wait_s=max_wait_s)
     state, pending = VerdictState(), Pending()
+    fences = FenceState()
+    rules = FenceRules(
+        radius_m=settings.thresholds.arrival_radius_m, accuracy_k=settings.thresholds.accuracy_k
+    )
     bus = await Bus.connect(settings)
     try:
         await bus.ensure_streams()
@@ -239,13 +308,19 @@ async def run_processors(
             t0 = time.perf_counter()
             messages = [m for m in (to_in_message(f) for f in fetched) if m is not None]
             try:
-                fixes, arrivals = await asyncio.to_thread(
-                    prepare, store, settings, config, messages, pending
-                )
+                got = await asyncio.to_thread(prepare, store, settings, config, messages, pending)
                 wall = datetime.now(UTC)
                 new_state, verdicts = step(
-                    state, VerdictInputs(wall, fixes=fixes, arrivals=arrivals), th, timing
+                    state, VerdictInputs(wall, fixes=got.fixes, arrivals=got.arrivals), th, timing
                 )
+                new_fences, geo = fence_step(
+                    fences, FenceInputs(got.fixes, got.events, got.points), rules
+                )
+                geo_events = [fence_event(e) for e in geo]
+                for event in geo_events:
+                    await bus.publish(busmod.OUT_GEOFENCE, event)
+                if geo_events:
+                    await asyncio.to_thread(record_outputs, store, geo_events, wall)
                 facts, delivered = await asyncio.to_thread(run_due_alerts, store, config, pending)
                 for v in verdicts:
                     await bus.publish(busmod.OUT_VERDICTS, verdict_event(v))
@@ -259,10 +334,10 @@ async def run_processors(
                 log.error("processors: batch of %d not processed: %r", len(fetched), exc)
                 await asyncio.sleep(1.0)
                 continue
-            state = new_state
+            state, fences = new_state, new_fences
             for f in fetched:
                 await f.ack()
-            if on_publish is not None and (verdicts or facts):
+            if on_publish is not None and (verdicts or facts or geo):
                 on_publish(
                     Published(
                         verdicts,
