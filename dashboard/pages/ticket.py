@@ -184,6 +184,9 @@ def detail_view(ctx: AppContext, ticket_id: str | None, basemap: Basemap) -> tup
         stops = views.detect_stops(fx, th)
         if customer is not None:
             physical = views.physical_events(stops, fx, customer)
+    fenced = views.geofence_events(store, t["ticket_id"])  # the live geofence engine's
+    if fenced.height:
+        physical = pl.concat([physical, fenced], how="diagonal_relaxed").sort("ts")
     check = views.arrival_check(store, t["ticket_id"])
     arrived = ev.filter(pl.col("event_type") == "arrived")
     visit_ts = arrived["ts"][0] if arrived.height else data_clock(store)

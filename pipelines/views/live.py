@@ -3,7 +3,8 @@
 - ``latest_positions`` - each technician's latest fix newer than ``since`` (the page keeps
   the newest time it has seen, so a tick reads only what the writer committed since);
 - ``ticker`` - the latest derived facts as they happen: arrival verdicts (``arrival_checks``,
-  written by the live processors), cluster alerts and restock orders, newest first.
+  written by the live processors), geofence events (``live_outputs``), cluster alerts and
+  restock orders, newest first.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def ticker(store: Store, *, limit: int = 12) -> pl.DataFrame:
         " SELECT created_at, 'order', order_id,"
         "  'restock ' || quantity || ' to ' || warehouse_id || ' · ' || status"
         " FROM restock_orders ORDER BY created_at DESC LIMIT ?) "
+        "UNION ALL SELECT * FROM ("
+        " SELECT published_at, 'geofence', ticket_id,"
+        "  regexp_extract(type, '[a-z_]+$') || ' · ' || coalesce(technician_id, '')"
+        " FROM live_outputs ORDER BY published_at DESC LIMIT ?) "
         "ORDER BY ts DESC, subject LIMIT ?",
-        (limit, limit, limit, limit),
+        (limit, limit, limit, limit, limit),
     ).cast(TICKER_SCHEMA)  # type: ignore[arg-type]

@@ -39,6 +39,19 @@ def ticket(store: Store, ticket_id: str, *, mask_personal: bool) -> dict[str, An
     return frame.row(0, named=True) if frame.height else None
 
 
+def geofence_events(store: Store, ticket_id: str) -> pl.DataFrame:
+    """The live geofence engine's events of a ticket (``live_outputs``), in the physical lane's
+    shape: ``event`` ('fence enter', 'fence exit', 'fence dwell', 'arrived (auto)'), ``ts``,
+    ``lat``, ``lon`` (null: the event is about the fence, not one fix)."""
+    return store.query(
+        "SELECT CASE type WHEN 'fieldtrace.geofence.arrived_auto' THEN 'arrived (auto)' "
+        "ELSE 'fence ' || regexp_extract(type, '[a-z_]+$') END AS event, ts, "
+        "NULL::DOUBLE AS lat, NULL::DOUBLE AS lon FROM live_outputs "
+        "WHERE ticket_id = ? AND type LIKE 'fieldtrace.geofence.%' ORDER BY ts",
+        [ticket_id],
+    )
+
+
 def events(store: Store, ticket_id: str) -> pl.DataFrame:
     return store.query(
         "SELECT event_type, ts, actor, source, note FROM ticket_events "
