@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import statistics
 import tempfile
 import threading
@@ -208,9 +209,14 @@ def run(positions: int, arrivals: int, clusters: int, rate_hz: float) -> dict[st
     )  # fmt: skip
     child = None if bus_reachable(settings) else start_local_nats(settings)
     config = load_config()
+    secret = secrets.token_urlsafe(24)  # this run's webhook secret, shared with the receiver
+
+    def lookup(_warehouse_id: str) -> str:
+        return secret
+
     window = thresholds_from(settings.thresholds).max_fix_gap
     probe = Probe()
-    with WarehouseReceiver(config.secret_for) as rx, Store(settings.store_path) as store:
+    with WarehouseReceiver(lookup) as rx, Store(settings.store_path) as store:
         box = "POLYGON((119 29, 121 29, 121 31, 119 31, 119 29))"
         store.execute(
             "INSERT INTO warehouses (warehouse_id, lat, lon, coverage_wkt, webhook_url) "
@@ -221,7 +227,12 @@ def run(positions: int, arrivals: int, clusters: int, rate_hz: float) -> dict[st
         live.add(lambda stop: run_writer(settings, store, stop=stop, on_commit=probe.on_commit))
         live.add(
             lambda stop: run_processors(
-                settings, store, stop=stop, config=config, on_publish=probe.on_publish
+                settings,
+                store,
+                stop=stop,
+                config=config,
+                secrets=lookup,
+                on_publish=probe.on_publish,
             )
         )
         live.start()

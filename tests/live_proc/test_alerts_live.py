@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +27,16 @@ from tests.pipelines.test_alerts import CENTRE, T0, add_tickets, add_warehouses,
 
 CONFIG = load_config()
 N = 21
+SECRET = secrets.token_urlsafe(24)  # made per run; the receiver and the deliverer share it
+
+
+def lookup(_warehouse_id: str) -> str:
+    return SECRET
 
 
 @pytest.fixture
 def receiver() -> Iterator[WarehouseReceiver]:
-    with WarehouseReceiver(CONFIG.secret_for) as rx:
+    with WarehouseReceiver(lookup) as rx:
         yield rx
 
 
@@ -64,7 +70,11 @@ def test_planted_cluster_order_reaches_the_warehouse_within_60s_event_time(
         add_warehouses(store, [(*warehouse, receiver.url("WH-FAR"))])
         live = LiveThread()
         live.add(lambda stop: run_writer(env.settings, store, stop=stop))
-        live.add(lambda stop: run_processors(env.settings, store, stop=stop, config=CONFIG))
+        live.add(
+            lambda stop: run_processors(
+                env.settings, store, stop=stop, config=CONFIG, secrets=lookup
+            )
+        )
         live.start()
         try:
 

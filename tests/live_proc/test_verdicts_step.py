@@ -120,7 +120,7 @@ def test_a_late_fix_re_evaluates_and_raises_the_version() -> None:
     # a post 10 min late: the phone's fixes at the door, 20 s before "arrived"
     late = _fixes("T1", T0 - timedelta(seconds=20), 3, lat=CUSTOMER[0], lon=CUSTOMER[1])
     state, out = step(state, VerdictInputs(WALL, fixes=late), th, timing)
-    assert [(v.row["verdict"], v.version, v.trigger) for v in out] == [("VERIFIED", 2, "late")]
+    assert [(v.row["verdict"], v.version, v.trigger) for v in out] == [("AT_DOOR", 2, "late")]
     # the same late post again adds nothing
     state, out = step(state, VerdictInputs(WALL, fixes=late), th, timing)
     assert out == []

@@ -32,9 +32,10 @@ from typing import Any
 import polars as pl
 
 from pipelines.alerts.config import AlertConfig, load_config
-from pipelines.alerts.delivery import deliver_due
+from pipelines.alerts.delivery import SecretLookup, deliver_due
 from pipelines.alerts.runner import run_alerts
 from pipelines.arrivals.runner import thresholds_from, write_checks
+from pipelines.credentials import WebhookSecrets
 from pipelines.ingest.contract import IngestOptions, ParsedBatch, empty_rejects
 from pipelines.ingest.kinds import kind_spec
 from pipelines.ingest.machine import validate_parsed
@@ -224,7 +225,7 @@ def verdict_event(v: Verdict) -> Any:
 
 
 def run_due_alerts(
-    store: Store, config: AlertConfig, pending: Pending
+    store: Store, config: AlertConfig, secrets: SecretLookup, pending: Pending
 ) -> tuple[list[dict[str, Any]], int]:
     """Tagged tickets the writer has committed: ``run_alerts`` at each one's event time (in
     order), then deliver what is due. Returns (alert/order facts to publish, delivered)."""
@@ -246,7 +247,7 @@ def run_due_alerts(
         facts.extend({"kind": "ordered", "order_id": o, "at": at} for o in report.orders)
     delivered = 0
     if any(f["kind"] == "ordered" for f in facts):
-        delivered = deliver_due(store, config).delivered
+        delivered = deliver_due(store, config, secrets).delivered
     return facts, delivered
 
 
@@ -280,11 +281,13 @@ async def run_processors(
     *,
     stop: asyncio.Event,
     config: AlertConfig | None = None,
+    secrets: SecretLookup | None = None,
     max_wait_s: float = 300.0,
     on_publish: Callable[[Published], None] | None = None,
 ) -> None:
     """Consume ``<prefix>.in.>`` and publish verdicts, alerts and orders until ``stop``."""
     config = config or load_config(None)
+    lookup = secrets or WebhookSecrets(settings).lookup
     th = thresholds_from(settings.thresholds)
     timing = VerdictTiming.of(th, max_wait_s=max_wait_s)
     state, pending = VerdictState(), Pending()
@@ -321,7 +324,9 @@ async def run_processors(
                     await bus.publish(busmod.OUT_GEOFENCE, event)
                 if geo_events:
                     await asyncio.to_thread(record_outputs, store, geo_events, wall)
-                facts, delivered = await asyncio.to_thread(run_due_alerts, store, config, pending)
+                facts, delivered = await asyncio.to_thread(
+                    run_due_alerts, store, config, lookup, pending
+                )
                 for v in verdicts:
                     await bus.publish(busmod.OUT_VERDICTS, verdict_event(v))
                 if verdicts:
