@@ -205,7 +205,7 @@ def run(positions: int, arrivals: int, clusters: int, rate_hz: float) -> dict[st
     root = Path(tempfile.mkdtemp(prefix="bench-live-e2e-"))
     settings = load_settings(
         store_path=root / "ft.duckdb", data_dir=root, users_file=root / "users.toml",
-        bus_prefix="bench" + uuid.uuid4().hex[:8], timezone="UTC",
+        bus_prefix="e2ebench" + uuid.uuid4().hex[:8], timezone="UTC",
     )  # fmt: skip
     child = None if bus_reachable(settings) else start_local_nats(settings)
     config = load_config()
@@ -245,10 +245,16 @@ def run(positions: int, arrivals: int, clusters: int, rate_hz: float) -> dict[st
                 c = await _clusters(bus, store, rx, clusters)
                 return a, b, c
 
+        async def delete_streams() -> None:  # the bus may be the machine's shared one
+            async with await Bus.connect(settings) as bus:
+                for stream in (bus.names.stream_in, bus.names.stream_out):
+                    await bus.js.delete_stream(stream)
+
         try:
             visible, verdict, order = asyncio.run(main())
         finally:
             live.stop()
+            asyncio.run(delete_streams())
             if child is not None:
                 child.terminate()
     return {

@@ -89,7 +89,7 @@ def test_planted_cluster_order_reaches_the_warehouse_within_60s_event_time(
                         what="the order at the warehouse",
                     )  # fmt: skip
                     seen: list[dict[str, object]] = []
-                    while not any(e["type"] == busmod.RESTOCK_ORDERED for e in seen):
+                    while not any(e["type"] == busmod.RESTOCK_DELIVERED for e in seen):
                         seen += [json.loads(m.data) for m in await out.fetch(50, timeout=5.0)]
                     return seen
 
@@ -100,6 +100,8 @@ def test_planted_cluster_order_reaches_the_warehouse_within_60s_event_time(
         ordered = [e for e in events if e["type"] == busmod.RESTOCK_ORDERED]
         raised = [e for e in events if e["type"] == busmod.ALERT_RAISED]
         assert len(ordered) == 1
+        delivered = [e for e in events if e["type"] == busmod.RESTOCK_DELIVERED]
+        assert [e["data"]["order_id"] for e in delivered] == [ordered[0]["data"]["order_id"]]
         assert len(raised) == 1
         twentieth = T0 + timedelta(hours=2 * 19)
         alert = store.query("SELECT alert_id, first_seen, member_count FROM cluster_alerts")

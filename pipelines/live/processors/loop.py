@@ -246,8 +246,15 @@ def run_due_alerts(
             facts.extend({"kind": kind, "alert_id": a, "at": at} for a in ids)
         facts.extend({"kind": "ordered", "order_id": o, "at": at} for o in report.orders)
     delivered = 0
-    if any(f["kind"] == "ordered" for f in facts):
+    ordered = [f for f in facts if f["kind"] == "ordered"]
+    if ordered:
         delivered = deliver_due(store, config, secrets).delivered
+        done = store.query_frames(
+            "SELECT DISTINCT o.order_id FROM outbox o JOIN want USING (order_id) "
+            "WHERE o.delivered_at IS NOT NULL",
+            {"want": pl.DataFrame({"order_id": [f["order_id"] for f in ordered]})},
+        )["order_id"].to_list()
+        facts.extend({**f, "kind": "delivered"} for f in ordered if f["order_id"] in done)
     return facts, delivered
 
 
@@ -257,8 +264,10 @@ def _fact_event(fact: dict[str, Any], store: Store) -> tuple[str, Any]:
             "SELECT * FROM restock_orders WHERE order_id = ?", (fact["order_id"],)
         ).to_dicts()
         data = {k: _json_value(v) for k, v in (row[0] if row else {}).items()}
+        delivered = fact["kind"] == "delivered"
         return busmod.OUT_RESTOCK, make_event(
-            busmod.RESTOCK_ORDERED, source=f"{SOURCE}/alerts", id=fact["order_id"],
+            busmod.RESTOCK_DELIVERED if delivered else busmod.RESTOCK_ORDERED,
+            source=f"{SOURCE}/alerts", id=f"{fact['order_id']}/{fact['kind']}",
             subject=data.get("alert_id"), time=fact["at"], data=data,
         )  # fmt: skip
     row = store.query(
@@ -347,7 +356,7 @@ async def run_processors(
                     Published(
                         verdicts,
                         [f["alert_id"] for f in facts if "alert_id" in f],
-                        [f["order_id"] for f in facts if "order_id" in f],
+                        [f["order_id"] for f in facts if f["kind"] == "ordered"],
                         delivered,
                         time.perf_counter() - t0,
                     )
