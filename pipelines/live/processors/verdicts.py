@@ -189,6 +189,40 @@ def _evidence(fixes: pl.DataFrame, arrivals: list[_Arrival], timing: VerdictTimi
     )
 
 
+def _keep(
+    frame: pl.DataFrame, recent: datetime, arrivals: list[_Arrival], timing: VerdictTiming
+) -> pl.DataFrame:
+    """Rows at or after ``recent``, and older rows inside a kept arrival's window."""
+    old = frame.filter(pl.col("ts") < recent)
+    if old.height == 0:
+        return frame
+    inside = _evidence_rows(old, arrivals, timing)
+    return pl.concat([inside, frame.filter(pl.col("ts") >= recent)])
+
+
+def _evidence_rows(
+    frame: pl.DataFrame, arrivals: list[_Arrival], timing: VerdictTiming
+) -> pl.DataFrame:
+    if not arrivals:
+        return frame.clear()
+    windows = pl.DataFrame(
+        {
+            "technician_id": [a.row["technician_id"] for a in arrivals],
+            "_lo": [_window(a, timing)[0] for a in arrivals],
+            "_hi": [_window(a, timing)[1] for a in arrivals],
+        },
+        schema={"technician_id": pl.String, "_lo": FIX_SCHEMA["ts"], "_hi": FIX_SCHEMA["ts"]},
+    )
+    hit = (
+        frame.with_row_index("_r")
+        .join(windows, on="technician_id")
+        .filter(pl.col("ts").is_between(pl.col("_lo"), pl.col("_hi")))["_r"]
+        .unique()
+        .sort()
+    )
+    return frame[hit]
+
+
 def _late_touched(a: _Arrival, new_ts: dict[str, np.ndarray], timing: VerdictTiming) -> bool:
     """A fix arrived late inside ``a``'s evaluated evidence."""
     if a.evaluated_through is None:
@@ -325,9 +359,9 @@ def step(
         arrivals = {
             k: a for k, a in arrivals.items() if not (a.settled and _window(a, timing)[1] < horizon)
         }
-        keep_from = min(
-            [horizon - timing.before, *(_window(a, timing)[0] for a in arrivals.values())]
-        )
-        fixes = fixes.filter(pl.col("ts") >= keep_from)
-        uwb = uwb.filter(pl.col("ts") >= keep_from)
+        # an arrival yet to come needs fixes back to its window's start; older fixes matter
+        # only inside the windows of the arrivals kept (memory: ~``before`` of all fixes)
+        recent = mark - timing.before - timing.lateness
+        fixes = _keep(fixes, recent, list(arrivals.values()), timing)
+        uwb = _keep(uwb, recent, list(arrivals.values()), timing)
     return VerdictState(fixes, uwb, arrivals, tech_mark, mark), out
