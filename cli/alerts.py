@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import polars as pl
 import typer
@@ -18,14 +18,17 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import common
-from pipelines.alerts.config import load_config
-from pipelines.alerts.delivery import DeliveryReport, dead_letters, deliver_due, drain, redrive
-from pipelines.alerts.orders import ACKNOWLEDGE, CANCEL, FULFIL, apply_action, mark_sent
-from pipelines.alerts.runner import RunReport, run_alerts
-from pipelines.credentials import WebhookSecrets
 from pipelines.errors import FieldTraceError
 from pipelines.store.gateway import Store
 from pipelines.vocabulary import ORDER_OPEN
+
+if TYPE_CHECKING:
+    from pipelines.alerts.delivery import DeliveryReport
+    from pipelines.alerts.runner import RunReport
+    from pipelines.credentials import WebhookSecrets
+
+# The alert machinery (rules config -> geofence.clusters -> scipy) is imported inside the
+# commands that use it, so other ``fieldtrace`` commands do not pay for it at start-up.
 
 alerts_app = typer.Typer(
     name="alerts",
@@ -43,6 +46,8 @@ def _store() -> Store:
 
 
 def _secrets() -> WebhookSecrets:
+    from pipelines.credentials import WebhookSecrets
+
     return WebhookSecrets(common.settings())
 
 
@@ -136,6 +141,10 @@ def run_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate the rules (once, or replayed over time), write alerts and orders, deliver."""
+    from pipelines.alerts.config import load_config
+    from pipelines.alerts.delivery import DeliveryReport, deliver_due
+    from pipelines.alerts.runner import run_alerts
+
     try:
         config = load_config(rules)
         secrets = _secrets()
@@ -168,6 +177,9 @@ def deliver_cmd(
     rules: RulesOpt = None,
 ) -> None:
     """Drain the outbox to the warehouse webhooks (retries with backoff, then dead letters)."""
+    from pipelines.alerts.config import load_config
+    from pipelines.alerts.delivery import drain
+
     try:
         config = load_config(rules)
         secrets = _secrets()
@@ -185,6 +197,8 @@ def deliver_cmd(
 @alerts_app.command("dead-letters")
 def dead_letters_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Orders whose delivery gave up after the attempt limit, with the last error."""
+    from pipelines.alerts.delivery import dead_letters
+
     with _store() as store:
         rows = dead_letters(store)
     if as_json:
@@ -209,6 +223,8 @@ def redrive_cmd(
     actor: Annotated[str, typer.Option(help="Who re-drives (audit log).")] = "cli",
 ) -> None:
     """Queue dead-lettered deliveries again with a fresh attempt budget (then `deliver`)."""
+    from pipelines.alerts.delivery import redrive
+
     try:
         with _store() as store:
             done = redrive(store, order_ids or None, actor)
@@ -226,6 +242,8 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Alerts with their orders and lead times."""
+    from pipelines.alerts.delivery import DeliveryReport
+
     with common.open_store(read_only=True) as store:
         ids = store.query(
             "SELECT alert_id FROM cluster_alerts WHERE ? = 'all' OR status = ?", (status, status)
@@ -238,6 +256,8 @@ def list_cmd(
 
 
 def _empty_report() -> RunReport:
+    from pipelines.alerts.runner import RunReport
+
     return RunReport("", datetime.now(UTC), "full", 0, {}, 0)
 
 
@@ -252,6 +272,8 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Orders as CSV for warehouses without a webhook (one row per order, with its alert)."""
+    from pipelines.alerts.orders import mark_sent
+
     with _store() as store:
         frame = store.query(
             "SELECT o.order_id, o.status, o.warehouse_id, o.routed_by, o.sku, o.quantity, o.unit, "
@@ -274,6 +296,8 @@ def export_cmd(
 
 def _lifecycle(action: str, order_id: str, actor: str, **kw: Any) -> None:
     """One move of the order state machine (the same function the dashboard buttons call)."""
+    from pipelines.alerts.orders import apply_action
+
     try:
         with _store() as store:
             status = apply_action(store, order_id, action, actor, **kw)
@@ -286,12 +310,16 @@ def _lifecycle(action: str, order_id: str, actor: str, **kw: Any) -> None:
 @alerts_app.command("ack")
 def ack_cmd(order_id: str, actor: Annotated[str, typer.Option()]) -> None:
     """The warehouse acknowledges a sent order."""
+    from pipelines.alerts.orders import ACKNOWLEDGE
+
     _lifecycle(ACKNOWLEDGE, order_id, actor)
 
 
 @alerts_app.command("fulfil")
 def fulfil_cmd(order_id: str, actor: Annotated[str, typer.Option()]) -> None:
     """The warehouse fulfilled an acknowledged order."""
+    from pipelines.alerts.orders import FULFIL
+
     _lifecycle(FULFIL, order_id, actor)
 
 
@@ -300,4 +328,6 @@ def cancel_cmd(
     order_id: str, actor: Annotated[str, typer.Option()], reason: Annotated[str, typer.Option()]
 ) -> None:
     """Cancel an order that is not fulfilled (an unsent one is never delivered)."""
+    from pipelines.alerts.orders import CANCEL
+
     _lifecycle(CANCEL, order_id, actor, reason=reason)

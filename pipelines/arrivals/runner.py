@@ -27,7 +27,6 @@ from geofence.arrival_model import ErrorModel
 from geofence.distance import local_distance_m
 from geofence.stops import detect_stops
 from geofence.verdict import ArrivalThresholds, verify_arrivals
-from pipelines.generate.manifest import Manifest
 from pipelines.settings import Settings, Thresholds
 from pipelines.store.gateway import Store
 
@@ -208,6 +207,9 @@ def write_labels(store: Store, labels: pl.DataFrame, *, source: str, labelled_at
 def label_from_manifest(store: Store, manifest_path: Path) -> int:
     """Label the store's arrivals with a generated world's planted truth (``truth_labels``);
     returns the rows written."""
+    # imported here: the generator package (scipy) is not needed to verify arrivals
+    from pipelines.generate.manifest import Manifest
+
     manifest = Manifest.load(manifest_path)
     planted = manifest.planted
     true = pl.DataFrame(
