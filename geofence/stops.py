@@ -85,6 +85,23 @@ def _spread(first: IntArray, sizes: IntArray) -> IntArray:
     )
 
 
+def _point_sets(lonlat: FloatArray, groups: IntArray) -> GeomArray:
+    """One geometry per group holding the group's points (``groups``: sorted, none empty).
+
+    A line string through the points, not a multipoint: GEOS's convex hull and minimum
+    rectangle read only the coordinates (the same ones, in the same order), and a line string
+    is built from them directly, without one point geometry per fix (most of the cost).
+    A lone point is repeated, as a line string needs two.
+    """
+    count = np.bincount(groups)
+    lone = np.flatnonzero(count == 1)
+    if lone.size:
+        at = (np.cumsum(count) - count)[lone]
+        idx = np.insert(np.arange(len(lonlat)), at, at)
+        lonlat, groups = lonlat[idx], np.insert(groups, at, lone)
+    return np.asarray(shapely.linestrings(lonlat, indices=groups))
+
+
 def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
     """movingpandas' extent (m) of each group of points, one float per group.
 
@@ -92,7 +109,7 @@ def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
     rectangle is numerically sensitive, so the raw coordinates are kept to match it) and its
     diagonal (corners 0 and 2; a segment's ends) is measured with ``local_distance_m``.
     """
-    geoms = shapely.oriented_envelope(shapely.multipoints(lonlat, indices=groups))
+    geoms = shapely.oriented_envelope(_point_sets(lonlat, groups))
     coords, owner = shapely.get_coordinates(geoms, return_index=True)
     count = np.bincount(owner, minlength=len(geoms))
     first = np.cumsum(count) - count
@@ -422,7 +439,7 @@ class _Rounds:
         )
         order = np.argsort(owner, kind="stable")
         pts = np.vstack([*kept, fresh])[order]
-        hull = shapely.convex_hull(shapely.multipoints(pts, indices=owner[order]))
+        hull = shapely.convex_hull(_point_sets(pts, owner[order]))
         coords, h_owner = shapely.get_coordinates(hull, return_index=True)
         cuts = np.searchsorted(h_owner, np.arange(1, len(s)))
         for t, first, end, part in zip(

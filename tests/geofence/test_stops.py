@@ -353,3 +353,43 @@ def test_exact_rectangles_are_batched_across_technicians(monkeypatch: pytest.Mon
     out = detect_stops(_fleet(24, 15), max_diameter_m=15.0, min_duration=timedelta(minutes=2))
     assert out.height > 200
     assert calls * 2 < out.height
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_point_sets_give_geos_the_same_rectangles_and_hulls(seed: int) -> None:
+    """Line strings through each group's points give bit-identical rectangles and hulls to
+    multipoints (random clouds with lone points, duplicates and collinear groups)."""
+    import shapely
+
+    from geofence.stops import _point_sets
+
+    rng = np.random.default_rng(seed)
+    n_groups = 40
+    groups = np.sort(np.concatenate([np.arange(n_groups), rng.integers(0, n_groups, 300)]))
+    pts = np.array([120.0, 30.0]) + rng.normal(0.0, 1e-4, (len(groups), 2))
+    if seed % 2:
+        pts = np.round(pts, 5)  # repeated fixes
+    if seed % 3 == 0:
+        pts[groups % 4 == 0, 1] = 30.0  # collinear groups
+    ref = shapely.multipoints(pts, indices=groups)
+    fast = _point_sets(pts, groups)
+    for op in (shapely.oriented_envelope, shapely.convex_hull):
+        a, b = op(ref), op(fast)
+        assert np.array_equal(shapely.get_type_id(a), shapely.get_type_id(b))
+        ca, ia = shapely.get_coordinates(a, return_index=True)
+        cb, ib = shapely.get_coordinates(b, return_index=True)
+        assert np.array_equal(ia, ib)
+        assert np.array_equal(ca, cb)
+
+
+def test_no_point_geometry_per_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exact rectangles and hulls are built from coordinates, never one GEOS point per fix."""
+    import shapely
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise AssertionError("shapely.points called")
+
+    monkeypatch.setattr(shapely, "points", refused)
+    monkeypatch.setattr(shapely, "multipoints", refused)
+    out = detect_stops(_fleet(4, 8), max_diameter_m=15.0, min_duration=timedelta(minutes=2))
+    assert out.height > 20
