@@ -167,23 +167,26 @@ class _Track:
         i = fx["_i"].to_numpy().astype(np.int64)
         proj = self.proj[i]
         cols = [f"p{k}" for k in range(proj.shape[1])]
-        by = "technician_id"
+        # one time axis for the whole slice: each technician's times shifted to begin more
+        # than a window after the previous technician's end, so no window spans two of them
+        # and one rolling pass (no partition per technician) serves all
+        w_us = min_duration // timedelta(microseconds=1)
+        t = self.t_us[i]
+        first = np.flatnonzero(lo == i)
+        n_of = np.diff(np.append(first, len(i)))
+        span = t[np.append(first[1:], len(i)) - 1] - t[first]
+        offset = np.cumsum(span + w_us + 1) - (span + w_us + 1) - t[first]
+        key = t + np.repeat(offset, n_of)
+        start = i[0] + np.searchsorted(key, key - w_us, side="right")
+        window = f"{w_us}i"
         w = (
-            fx.select("ts", by, "_i")
-            .with_columns(pl.DataFrame(proj, schema=cols, orient="row"))
+            pl.DataFrame(proj, schema=cols, orient="row")
+            .with_columns(pl.Series("key", key).set_sorted())
             .select(
-                pl.col("_i").rolling_min_by("ts", min_duration).over(by).alias("start"),
-                *(
-                    pl.col(c).rolling_min_by("ts", min_duration).over(by).alias(c + "lo")
-                    for c in cols
-                ),
-                *(
-                    pl.col(c).rolling_max_by("ts", min_duration).over(by).alias(c + "hi")
-                    for c in cols
-                ),
+                *(pl.col(c).rolling_min_by("key", window).alias(c + "lo") for c in cols),
+                *(pl.col(c).rolling_max_by("key", window).alias(c + "hi") for c in cols),
             )
         )
-        start = w["start"].to_numpy().astype(np.int64)
         lone = (start == i) & (i > lo)  # one fix in the window: movingpandas keeps two
         s_unc = np.where(lone, i - 1, start)
         p_lo = w.select([c + "lo" for c in cols]).to_numpy()
