@@ -118,6 +118,32 @@ def _mrr_diagonal_m(lonlat: FloatArray, groups: IntArray) -> FloatArray:
     return local_distance_m(p[:, 1], p[:, 0], q[:, 1], q[:, 0])
 
 
+def _window_extremes(values: FloatArray, first: IntArray) -> tuple[FloatArray, FloatArray]:
+    """Column minima and maxima of ``values[first[r] .. r]`` for every row ``r``.
+
+    A sparse table: level ``k`` holds the extremes of the ``2**k`` rows from each row, and a
+    window of length ``L`` is the union of two overlapping runs of ``2**floor(log2 L)``.
+    """
+    last = np.arange(len(values), dtype=np.int64)
+    length = last - first + 1
+    level = np.zeros(len(values), dtype=np.int64)
+    while (grow := (2 << level) <= length).any():
+        level[grow] += 1
+    lo, hi = np.empty_like(values), np.empty_like(values)
+    t_lo, t_hi = values, values
+    for k in range(int(level.max(initial=0)) + 1):
+        width = 1 << k
+        if k:
+            half = width >> 1
+            t_lo = np.minimum(t_lo[:-half], t_lo[half:])
+            t_hi = np.maximum(t_hi[:-half], t_hi[half:])
+        rows = np.flatnonzero(level == k)
+        a, b = first[rows], last[rows] - width + 1
+        lo[rows] = np.minimum(t_lo[a], t_lo[b])
+        hi[rows] = np.maximum(t_hi[a], t_hi[b])
+    return lo, hi
+
+
 class _Track:
     """Technician-sorted fixes in local metres, with their trailing-window extents.
 
@@ -165,11 +191,8 @@ class _Track:
     ) -> None:
         """Trailing-window starts and extent bounds of a slice of whole technicians."""
         i = fx["_i"].to_numpy().astype(np.int64)
-        proj = self.proj[i]
-        cols = [f"p{k}" for k in range(proj.shape[1])]
         # one time axis for the whole slice: each technician's times shifted to begin more
         # than a window after the previous technician's end, so no window spans two of them
-        # and one rolling pass (no partition per technician) serves all
         w_us = min_duration // timedelta(microseconds=1)
         t = self.t_us[i]
         first = np.flatnonzero(lo == i)
@@ -178,23 +201,9 @@ class _Track:
         offset = np.cumsum(span + w_us + 1) - (span + w_us + 1) - t[first]
         key = t + np.repeat(offset, n_of)
         start = i[0] + np.searchsorted(key, key - w_us, side="right")
-        window = f"{w_us}i"
-        w = (
-            pl.DataFrame(proj, schema=cols, orient="row")
-            .with_columns(pl.Series("key", key).set_sorted())
-            .select(
-                *(pl.col(c).rolling_min_by("key", window).alias(c + "lo") for c in cols),
-                *(pl.col(c).rolling_max_by("key", window).alias(c + "hi") for c in cols),
-            )
-        )
         lone = (start == i) & (i > lo)  # one fix in the window: movingpandas keeps two
         s_unc = np.where(lone, i - 1, start)
-        p_lo = w.select([c + "lo" for c in cols]).to_numpy()
-        p_hi = w.select([c + "hi" for c in cols]).to_numpy()
-        del w
-        prev = self.proj[np.maximum(i - 1, 0)]
-        p_lo = np.where(lone[:, None], np.minimum(prev, proj), p_lo)
-        p_hi = np.where(lone[:, None], np.maximum(prev, proj), p_hi)
+        p_lo, p_hi = _window_extremes(self.proj[i], s_unc - i[0])
         lower, upper = self._bounds(p_hi - p_lo, s_unc)
         valid = i > lo
         self.s_unc[i] = s_unc

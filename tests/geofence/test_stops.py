@@ -393,3 +393,18 @@ def test_no_point_geometry_per_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shapely, "multipoints", refused)
     out = detect_stops(_fleet(4, 8), max_diameter_m=15.0, min_duration=timedelta(minutes=2))
     assert out.height > 20
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_extremes_match_brute_force(seed: int) -> None:
+    """The sparse-table window minima/maxima equal a direct min/max of every window."""
+    from geofence.stops import _window_extremes
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0.0, 10.0, (300, 3))
+    last = np.arange(300)
+    first = np.maximum(last - rng.integers(0, 70, 300), 0)
+    lo, hi = _window_extremes(values, first)
+    for r in range(300):
+        assert np.array_equal(lo[r], values[first[r] : r + 1].min(axis=0))
+        assert np.array_equal(hi[r], values[first[r] : r + 1].max(axis=0))
