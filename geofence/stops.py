@@ -175,7 +175,8 @@ class _Track:
         self.xy = np.column_stack([np.radians(lon - self.lon0), np.radians(lat - self.lat0)])
         self.xy *= m0[:, None]  # isotropic scaling of degree space: same rectangles, metres
         cos, sin = np.cos(_ANGLES_RAD), np.sin(_ANGLES_RAD)
-        self.proj = np.hstack([self.xy @ np.vstack([cos, sin]), self.xy @ np.vstack([-sin, cos])])
+        x, y = self.xy[:, :1], self.xy[:, 1:]  # (no BLAS matmul: slow on a busy machine)
+        self.proj = np.hstack([x * cos + y * sin, y * cos - x * sin])
         self.s_unc = np.zeros(len(fx), dtype=np.int64)
         self.sure = np.zeros(len(fx), dtype=bool)
         maybe = np.zeros(len(fx), dtype=bool)
