@@ -6,14 +6,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import ingest as data_cli
 from cli.common import console, open_store, positive, settings
-from pipelines.live.simulate import SimulateOptions
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.live.simulate import SimulateOptions
 
 
 def _serve(
@@ -174,6 +176,8 @@ def demo_replay(s: Settings, *, hours: float, speed: float) -> SimulateOptions:
     """The demo's live replay: the hours before the planted cluster's window ends, moved to
     end now; ids get a suffix so they are new tickets, not duplicates of the ingested ones."""
     import json
+
+    from pipelines.live.simulate import SimulateOptions
 
     manifest = json.loads((s.data_dir / "demo" / "manifest.json").read_text())
     end = datetime.fromisoformat(manifest["planted"]["cluster"]["window_end"])

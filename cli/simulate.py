@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from cli.common import console, iso_time, positive, settings
-from pipelines.live.simulate import SimulateOptions, simulate
 
 
 def simulate_cmd(
@@ -38,6 +37,8 @@ def simulate_cmd(
 ) -> None:
     """Replay the demo world as phones (OsmAnd), a ticketing system (CloudEvents) and devices
     (MQTT) would send it, to receivers already running (`fieldtrace serve`)."""
+    from pipelines.live.simulate import SimulateOptions, simulate
+
     s = settings()
     opts = SimulateOptions(
         start=datetime.fromisoformat(start) if start else None,

@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import common
-from pipelines.sessions import AUTH_STATE_FILE, AuthState
 from pipelines.settings import Settings
-from pipelines.users import UsersError, add_user, load_users
+
+# pipelines.users and pipelines.sessions (password hashing, werkzeug) are imported inside
+# the commands, so other ``fieldtrace`` commands do not pay for them at start-up.
 
 users_app = typer.Typer(name="users", help="Dashboard users and roles.", no_args_is_help=True)
 _out = Console()
@@ -52,6 +53,9 @@ def add(
     ] = None,
 ) -> None:
     """Add (or replace) a user; a replaced user's open sessions end at once."""
+    from pipelines.sessions import AUTH_STATE_FILE, AuthState
+    from pipelines.users import UsersError, add_user
+
     s = _settings()
     try:
         user, pw = add_user(s.users_file, name, role, password)
@@ -68,6 +72,8 @@ def add(
 @users_app.command("list")
 def list_users() -> None:
     """List users and roles (never the hashes)."""
+    from pipelines.users import load_users
+
     s = _settings()
     table = Table(title=str(s.users_file))
     table.add_column("user")
@@ -84,6 +90,8 @@ def demo(
     ] = None,
 ) -> None:
     """Create one demo user per role and print their log-ins."""
+    from pipelines.users import add_user
+
     s = _settings()
     warehouse = warehouse or _first_warehouse(s.store_path)
     table = Table(title=f"demo log-ins ({s.users_file})")

@@ -196,3 +196,24 @@ def test_every_map_figure_converts_to_the_basemap_datum() -> None:
             if "map_layout" in called and "to_basemap" not in called:
                 bad.append(f"{path.relative_to(ROOT)}:{node.name}")
     assert bad == []
+
+
+def test_cli_start_up_skips_heavy_machinery() -> None:
+    """Mounting every command imports no command's machinery: ``arrivals verify`` does not
+    pay for alert rules (scipy.stats), password hashing, the live replay or the generator."""
+    import subprocess
+    import sys
+
+    heavy = (
+        "pipelines.alerts.config",
+        "geofence.clusters",
+        "scipy.stats",
+        "pipelines.users",
+        "pipelines.live.simulate",
+        "pipelines.generate.world",
+    )
+    code = f"import sys, cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]", done.stdout
