@@ -162,8 +162,8 @@ class _Track:
         self.tech_bounds = np.append(starts, len(fx)).astype(np.int64)
         lo = np.repeat(starts, np.diff(self.tech_bounds))
         lat, lon = fx["lat"].to_numpy(), fx["lon"].to_numpy()
-        self.lat0, self.lon0 = lat[lo], lon[lo]
-        m0, _ = radii_of_curvature_m(self.lat0)
+        lat0, lon0 = lat[lo], lon[lo]
+        m0, _ = radii_of_curvature_m(lat0)
         # metres per scaled unit at each fix's own latitude (a window is small where it
         # matters, so its first fix's latitude stands for all of it)
         m_i, n_i = radii_of_curvature_m(lat)
@@ -172,10 +172,11 @@ class _Track:
         self.scale_lo = np.minimum(east_scale, north_scale) * 0.999
         self.scale_hi = np.maximum(east_scale, north_scale) * 1.001
         self.lonlat = np.column_stack([lon, lat]).astype(np.float64)
-        self.xy = np.column_stack([np.radians(lon - self.lon0), np.radians(lat - self.lat0)])
-        self.xy *= m0[:, None]  # isotropic scaling of degree space: same rectangles, metres
+        # isotropic scaling of degree space (same rectangles) to metres
+        x = (np.radians(lon - lon0) * m0)[:, None]
+        y = (np.radians(lat - lat0) * m0)[:, None]
         cos, sin = np.cos(_ANGLES_RAD), np.sin(_ANGLES_RAD)
-        x, y = self.xy[:, :1], self.xy[:, 1:]  # (no BLAS matmul: slow on a busy machine)
+        # broadcast, not a BLAS matmul (slow on a busy machine)
         self.proj = np.hstack([x * cos + y * sin, y * cos - x * sin])
         self.s_unc = np.zeros(len(fx), dtype=np.int64)
         self.sure = np.zeros(len(fx), dtype=bool)
