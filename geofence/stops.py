@@ -16,10 +16,11 @@ minimum rotated rectangle of the window's fixes is found in lon/lat degree space
 diagonal is measured on the ellipsoid (m). It is roughly between the true diameter and √2
 times it.
 
-Speed: cheap bounds of the extent for every trailing window come from polars' rolling
-min/max of the fixes projected on eight directions (one pass over all technicians); the
-bounds use the rectangle's minimum area (``_Track._bounds``), and only windows whose bounds
-straddle ``max_diameter_m`` get the exact rectangle (GEOS). The rule then runs as a step
+Speed: cheap bounds of the extent for every trailing window come from the min/max of the
+fixes projected on eight directions over that window (a numpy sparse table over all
+technicians at once, ``_window_extremes``); the bounds use the rectangle's minimum area
+(``_Track._bounds``), and only windows whose bounds straddle ``max_diameter_m`` get the
+exact rectangle (GEOS, given each window as one line string). The rule then runs as a step
 machine over all technicians at once (``_Rounds``): each step moves every technician on
 (searching for its next compact window, or growing its stop by up to ``_STEP`` fixes) with
 numpy operations over all of them, and sends that step's exact rectangles to GEOS in one
