@@ -30,12 +30,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pipelines.arrivals.runner import (
-    _windows,
     load_arrivals,
     load_evidence,
     thresholds_from,
     verify,
     write_checks,
+)
+from pipelines.arrivals.runner import (
+    windows as arrival_windows,
 )
 from pipelines.edge.events import (
     DISPATCH_STREAM,
@@ -259,7 +261,9 @@ def touched_arrivals(store: Store, settings: Settings, fixes: pl.DataFrame) -> p
     arrivals = arrivals.filter(pl.col("technician_id").is_in(technicians))
     if arrivals.height == 0:
         return arrivals
-    windows = pl.concat([arrivals.select("event_id"), _windows(arrivals, th)], how="horizontal")
+    windows = pl.concat(
+        [arrivals.select("event_id"), arrival_windows(arrivals, th)], how="horizontal"
+    )
     hit = (
         windows.join(fixes.select("technician_id", "ts"), on="technician_id")
         .filter(pl.col("ts").is_between(pl.col("lo"), pl.col("hi")))
