@@ -14,7 +14,6 @@ what the tests need, looked up from the store and the generator's manifest.
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import tomllib
@@ -69,7 +68,10 @@ class StoreIds:
     open_order: str
     at_door_ticket: str  # a ticket whose arrival verdict is AT_DOOR, decided by a stop
     false_arrival_ticket: str  # the manifest's planted false arrival (verdict REJECTED)
+    false_arrival_event: str  # its 'arrived' event
+    false_arrival_technician: str
     checklist_ticket: str  # the manifest's vibration-fault ticket (the checklist fires)
+    vibration_device: str  # that ticket's customer's device
 
 
 def replay_alerts(store: Store, config: AlertConfig, *, step: timedelta = ALERT_STEP) -> None:
@@ -101,6 +103,7 @@ def store_ids(store: Store, manifest: dict[str, Any]) -> StoreIds:
     open_order = _one(store, order.format("order_id"), ("open",))
     of = "SELECT {} FROM restock_orders WHERE order_id = ?"
     planted = manifest["planted"]
+    false_arrival = planted["false_arrivals"][0]
     return StoreIds(
         sent_warehouse=_one(store, of.format("warehouse_id"), (sent_order,)),
         open_warehouse=_one(store, of.format("warehouse_id"), (open_order,)),
@@ -113,8 +116,11 @@ def store_ids(store: Store, manifest: dict[str, Any]) -> StoreIds:
             "SELECT ticket_id FROM arrival_checks WHERE verdict = 'AT_DOOR' "
             "AND decided_by = 'stop' ORDER BY event_ts, ticket_id LIMIT 1",
         ),
-        false_arrival_ticket=str(planted["false_arrivals"][0]["ticket_id"]),
+        false_arrival_ticket=str(false_arrival["ticket_id"]),
+        false_arrival_event=str(false_arrival["event_id"]),
+        false_arrival_technician=str(false_arrival["technician_id"]),
         checklist_ticket=str(planted["vibration_fault"]["ticket_id"]),
+        vibration_device=str(planted["vibration_fault"]["device_id"]),
     )
 
 

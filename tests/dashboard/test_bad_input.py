@@ -14,7 +14,7 @@ import pytest
 from dash import Dash
 
 from dashboard import create_app
-from tests.dashboard.conftest import PASSWORDS
+from tests.dashboard.conftest import PASSWORDS, StoreIds
 from tests.dashboard.helpers import call, login
 
 HOSTILE: list[Any] = [
@@ -93,7 +93,9 @@ def _ok(response: Any) -> None:
 
 
 @pytest.mark.parametrize("value", HOSTILE, ids=lambda v: json.dumps(v)[:24])
-def test_every_callback_survives_hostile_values(app: Dash, clients: dict[str, Any], ids, value) -> None:  # type: ignore[no-untyped-def]
+def test_every_callback_survives_hostile_values(
+    app: Dash, clients: dict[str, Any], ids: StoreIds, value: Any
+) -> None:
     if isinstance(value, str):
         value = value.replace("{ticket}", ids.at_door_ticket)
     keys = _server_callbacks(app)
@@ -104,7 +106,9 @@ def test_every_callback_survives_hostile_values(app: Dash, clients: dict[str, An
 
 
 @pytest.mark.parametrize(("path", "search"), BAD_URLS)
-def test_bad_urls_render_a_page_not_a_500(app: Dash, clients: dict[str, Any], ids, path, search) -> None:  # type: ignore[no-untyped-def]
+def test_bad_urls_render_a_page_not_a_500(
+    app: Dash, clients: dict[str, Any], ids: StoreIds, path: str, search: str
+) -> None:
     search = search.replace("{ticket}", ids.at_door_ticket)
     for client in clients.values():
         response = call(

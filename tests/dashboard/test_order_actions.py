@@ -45,8 +45,7 @@ def _audit(app: Any) -> list[tuple[str, str, str]]:
     """Audit rows written by people (the alerts runner and the deliverer write their own)."""
     store = app.server.config["FIELDTRACE_CONTEXT"].store
     return store.query(
-        "SELECT actor, action, object_id FROM audit_log WHERE actor IN (?, ?) "
-        "ORDER BY logged_at",
+        "SELECT actor, action, object_id FROM audit_log WHERE actor IN (?, ?) ORDER BY logged_at",
         ["dispatch", "wh-sent"],
     ).rows()
 

@@ -237,11 +237,15 @@ def test_ticket_detail_shows_arrival_evidence_and_checklist(
     artifacts,
 ) -> None:
     app = create_app(settings)
-    check = _store(app).query(
-        "SELECT distance_m, evidence FROM arrival_checks WHERE ticket_id = ? "
-        "ORDER BY event_ts LIMIT 1",
-        [ids.at_door_ticket],
-    ).row(0, named=True)
+    check = (
+        _store(app)
+        .query(
+            "SELECT distance_m, evidence FROM arrival_checks WHERE ticket_id = ? "
+            "ORDER BY event_ts LIMIT 1",
+            [ids.at_door_ticket],
+        )
+        .row(0, named=True)
+    )
     evidence_doc = json.loads(check["evidence"])
     dash_duo.start_server(app, navigate=False)
     _login(dash_duo, "dispatch", f"/ticket?id={ids.at_door_ticket}")
@@ -296,9 +300,7 @@ def test_warehouse_acknowledges_an_order_and_it_persists(
     dash_duo.wait_for_contains_text("#alerts-message", "acknowledged by wh-sent", timeout=10)
     dash_duo.wait_for_text_to_equal(f"[data-order='{ids.sent_order}']", "acknowledged")
     dash_duo.driver.refresh()
-    dash_duo.wait_for_text_to_equal(
-        f"[data-order='{ids.sent_order}']", "acknowledged", timeout=10
-    )
+    dash_duo.wait_for_text_to_equal(f"[data-order='{ids.sent_order}']", "acknowledged", timeout=10)
     audit = store.query(
         "SELECT actor, action, object_id FROM audit_log WHERE actor = ?", ["wh-sent"]
     )
