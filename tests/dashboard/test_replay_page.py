@@ -270,6 +270,8 @@ def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, planted,
     dash_duo.find_element(f"#{rid.PLAY}").click()
     time.sleep(2.0)
     dash_duo.find_element(f"#{rid.PLAY}").click()
+    # under load the pause lands later than the click returns: time it when it has landed
+    dash_duo.wait_for_contains_text(f"#{rid.PLAY}", "Play", timeout=10)
     elapsed_s = time.monotonic() - started
     paused = dash_duo.find_element(f"#{rid.TIME}").text
     # Data time advanced by true elapsed time x 60 (bounded by the wall time actually taken,
