@@ -10,7 +10,7 @@ from dashboard import create_app
 from dashboard.auth import is_guarded
 from pipelines.store.gateway import Store
 from tests.dashboard.conftest import PASSWORDS
-from tests.dashboard.helpers import call, login
+from tests.dashboard.helpers import call, callback_key, login
 
 
 @pytest.fixture
@@ -92,20 +92,14 @@ def test_menu_shows_only_allowed_pages(app, user, visible, hidden) -> None:  # t
 
 def test_warehouse_user_gets_403_from_dispatch_callbacks(app, ids) -> None:  # type: ignore[no-untyped-def]
     client = _as(app, "wh-sent")
-    response = call(
-        client,
-        app,
-        "dispatch-map",
-        [
-            ("dispatch-region", "value", None),
-            ("dispatch-tag", "value", None),
-            ("dispatch-status", "value", None),
-            ("dispatch-hours", "value", 0),
-            ("dispatch-layers", "value", ["tickets"]),
-            ("dispatch-at", "value", 1_790_000_000),
-            ("dispatch-refresh", "n_intervals", 0),
-        ],
-    )
+    # every input and state of the map callback, as the renderer sends them
+    entry = app.callback_map[callback_key(app, "dispatch-map")]
+    values = {"dispatch-layers.value": ["tickets"], "dispatch-at.value": 1_790_000_000}
+    inputs = [
+        (i["id"], i["property"], values.get(f"{i['id']}.{i['property']}")) for i in entry["inputs"]
+    ]
+    state = [(d["id"], d["property"], None) for d in entry["state"]]
+    response = call(client, app, "dispatch-map", inputs, state)
     assert response.status_code == 403
     assert ids.at_door_ticket.encode() not in response.data
 
