@@ -141,6 +141,16 @@ class ArrivalThresholds:
 
 
 _SPOOFS = ("mock_location", "future_fix", "spoof_speed", "spoof_repeated_coords")
+# Every ``reason`` an INCONCLUSIVE verdict can carry (a spoof rule's name, or why the evidence
+# cannot place the technician) and every ``decided_by`` (the evidence a verdict rests on).
+REASONS: Final = (
+    "straddles_radius",
+    "gps_blind_no_uwb",
+    "no_fix_within_window",
+    "poor_accuracy",
+    *_SPOOFS,
+)
+DECIDED_BY: Final = ("uwb", "gps_fix", "stop", "prior")
 _US: Final = 1_000_000
 _KEY_LIMIT: Final = 1 << 62
 # Metres per degree bounds on WGS84 (meridional radius at the equator / at the poles): a

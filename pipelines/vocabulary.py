@@ -1,5 +1,9 @@
 """The words FieldTrace stores, in one place: the schema CHECKs them, the code imports them.
 
+Ticket event types and datums (ingest rules), arrival verdict tiers with their reasons and
+``decided_by`` (from the pure ``geofence.verdict``), cluster alert statuses and trends, restock
+order statuses and audit actions. Pages and tests use these names; no other spelling is stored.
+
 Restock orders move through one state machine (``pipelines.alerts.orders``) that the
 dashboard, the CLI and the deliverer all call; each move writes one ``audit_log`` row whose
 ``action`` is one of ``AUDIT_ACTIONS``.
@@ -12,6 +16,30 @@ before ``fulfilled``.
 from __future__ import annotations
 
 from typing import Final
+
+from geofence.verdict import DECIDED_BY, LEGACY_VERDICTS, REASONS, TIERS
+
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    "created",
+    "assigned",
+    "accepted",
+    "departed",
+    "arrived",
+    "work_started",
+    "parts_requested",
+    "completed",
+    "closed",
+    "reopened",
+    "customer_chased",
+)
+DATUMS: Final[tuple[str, ...]] = ("WGS84", "GCJ02", "BD09")
+
+# Arrival verdict tiers and the legacy arrival-v1 value stored rows may still hold (read as
+# AT_DOOR); the reasons an INCONCLUSIVE carries; the evidence a verdict was decided by.
+ARRIVAL_VERDICTS: Final[tuple[str, ...]] = TIERS
+LEGACY_ARRIVAL_VERDICTS: Final[tuple[str, ...]] = tuple(LEGACY_VERDICTS)
+VERDICT_REASONS: Final[tuple[str, ...]] = REASONS
+VERDICT_DECIDED_BY: Final[tuple[str, ...]] = DECIDED_BY
 
 ORDER_OPEN: Final = "open"
 ORDER_SENT: Final = "sent"
@@ -35,7 +63,9 @@ AUDIT_ORDER_FULFILLED: Final = "order_fulfilled"
 AUDIT_ORDER_CANCELLED: Final = "order_cancelled"
 AUDIT_ORDER_DEAD_LETTERED: Final = "order_dead_lettered"
 AUDIT_ORDER_REDRIVEN: Final = "order_redriven"
-ALERT_STATUSES: Final[tuple[str, ...]] = ("open", "closed")
+ALERT_OPEN: Final = "open"
+ALERT_CLOSED: Final = "closed"
+ALERT_STATUSES: Final[tuple[str, ...]] = (ALERT_OPEN, ALERT_CLOSED)
 ALERT_TRENDS: Final[tuple[str, ...]] = ("new", "growing", "steady", "fading")
 AUDIT_ALERT_OPENED: Final = "alert_opened"
 # the alerts runner logs ``alert_<trend>`` on an update and ``alert_<status>_<trend>`` on a fade

@@ -63,13 +63,13 @@ def explain_alert(alert: dict[str, Any], tz: str) -> Explanation:
         return Explanation(summary=str(text), raw=str(text))
     rule: dict[str, Any] = e["rule"] if isinstance(e.get("rule"), dict) else {}
     baseline: dict[str, Any] = e["baseline"] if isinstance(e.get("baseline"), dict) else {}
-    cells = e.get("member_cells") or alert.get("member_cells") or []
+    cells = e.get("member_cells") or []
     window_h = rule.get("window_h")
     parts = [
-        f"{e.get('member_count', alert.get('member_count'))} tickets in {len(cells)} cells"
+        f"{e.get('member_count')} tickets in {len(cells)} cells"
         + (f" within {window_h:g} h" if isinstance(window_h, int | float) else "")
         + f" (rule: more than {rule.get('more_than', '?')}, version "
-        f"{rule.get('version') or e.get('rule_version') or alert.get('rule_version')})"
+        f"{rule.get('version')})"
     ]
     expected, p_value = baseline.get("expected"), e.get("p_value")
     if isinstance(expected, int | float) and isinstance(p_value, int | float):
@@ -78,10 +78,10 @@ def explain_alert(alert: dict[str, Any], tz: str) -> Explanation:
             f"(recurrence ≈ {recurrence_text(e.get('recurrence_days'))})"
         )
     parts.append(
-        f"first seen {_when(e.get('first_seen', alert.get('first_seen')), tz)}, "
-        f"last updated {_when(e.get('last_updated', alert.get('last_updated')), tz)} ({tz})"
+        f"first seen {_when(e.get('first_seen'), tz)}, "
+        f"last updated {_when(e.get('last_updated'), tz)} ({tz})"
     )
-    parts.append(f"trend {e.get('trend', alert.get('trend'))}")
+    parts.append(f"trend {e.get('trend')}")
     hourly = [
         (_when(c.get("hour"), tz), int(c.get("count", 0)))
         for c in e.get("counts_by_hour") or []

@@ -15,10 +15,10 @@ from dashboard.context import AppContext
 from dashboard.figures.maps import LAYERS, Basemap, dispatch_figure
 from dashboard.figures.status import empty_figure
 from dashboard.pages import Page
-from pipelines.store.schema import EVENT_TYPES
 from pipelines.views import TicketFilter, data_clock, data_span, default_as_of, filter_options
 from pipelines.views import dispatch as views
 from pipelines.views import live as live_views
+from pipelines.vocabulary import EVENT_TYPES
 
 ROLES = frozenset({"dispatcher", "analyst"})
 HOUR_CHOICES = (("last 24 h", 24), ("last 7 days", 168), ("last 30 days", 720), ("all", 0))

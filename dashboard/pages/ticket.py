@@ -127,16 +127,9 @@ def checklist_panel(items: list[ChecklistItem]) -> html.Div | html.Ul:
 def _stop_from(check: dict[str, Any] | None, physical: pl.DataFrame) -> tuple[float, float] | None:
     ev = (check or {}).get("evidence") or {}
     if isinstance(ev, dict):
-        stop = ev.get("stop") if isinstance(ev.get("stop"), dict) else ev
-        for lat_key, lon_key in (
-            ("stop_centroid_lat", "stop_centroid_lon"),
-            ("stop_lat", "stop_lon"),
-            ("lat", "lon"),
-        ):
-            lat = stop.get(lat_key) if isinstance(stop, dict) else None
-            lon = stop.get(lon_key) if isinstance(stop, dict) else None
-            if isinstance(lat, int | float) and isinstance(lon, int | float):
-                return float(lat), float(lon)
+        lat, lon = ev.get("stop_centroid_lat"), ev.get("stop_centroid_lon")
+        if isinstance(lat, int | float) and isinstance(lon, int | float):
+            return float(lat), float(lon)
     arrived = physical.filter(pl.col("event") == "arrived")
     return (arrived["lat"][0], arrived["lon"][0]) if arrived.height else None
 
@@ -149,7 +142,7 @@ def decisive_fix(check: dict[str, Any] | None) -> DecisiveFix | None:
     lat, lon = ev.get("fix_lat"), ev.get("fix_lon")
     if not (isinstance(lat, int | float) and isinstance(lon, int | float)):
         return None
-    distance = ev.get("distance_m", (check or {}).get("distance_m"))
+    distance = (check or {}).get("distance_m")
     distance = float(distance) if isinstance(distance, int | float) else None
     when = str(ev.get("fix_ts") or "")
     with contextlib.suppress(ValueError):

@@ -17,7 +17,7 @@ import polars as pl
 
 from geofence.distance import local_distance_m
 from pipelines.ingest.kinds import KindSpec
-from pipelines.store.schema import DATUMS, EVENT_TYPES
+from pipelines.vocabulary import DATUMS, EVENT_TYPES
 
 REJECT_SCHEMA = {"_row": pl.Int64, "rule": pl.String, "field": pl.String, "reason": pl.String}
 

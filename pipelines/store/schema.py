@@ -13,28 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.vocabulary import AUDIT_ACTIONS, AUDIT_OBJECT_TYPES, ORDER_STATUSES, sql_list
-
-EVENT_TYPES: tuple[str, ...] = (
-    "created",
-    "assigned",
-    "accepted",
-    "departed",
-    "arrived",
-    "work_started",
-    "parts_requested",
-    "completed",
-    "closed",
-    "reopened",
-    "customer_chased",
+from pipelines.vocabulary import (
+    ALERT_STATUSES,
+    ALERT_TRENDS,
+    ARRIVAL_VERDICTS,
+    AUDIT_ACTIONS,
+    AUDIT_OBJECT_TYPES,
+    EVENT_TYPES,
+    LEGACY_ARRIVAL_VERDICTS,
+    ORDER_STATUSES,
+    VERDICT_DECIDED_BY,
+    VERDICT_REASONS,
+    sql_list,
 )
 
-DATUMS: tuple[str, ...] = ("WGS84", "GCJ02", "BD09")
-
-# Arrival verdict tiers (``geofence.verdict.TIERS``) and the legacy arrival-v1 value that
-# stored rows may still hold (read as AT_DOOR).
-ARRIVAL_VERDICTS: tuple[str, ...] = ("AT_DOOR", "ON_SITE", "INCONCLUSIVE", "REJECTED")
-LEGACY_ARRIVAL_VERDICTS: tuple[str, ...] = ("VERIFIED",)
 _VERDICT_LIST = ", ".join(f"'{v}'" for v in (*ARRIVAL_VERDICTS, *LEGACY_ARRIVAL_VERDICTS))
 
 
@@ -587,6 +579,64 @@ MIGRATIONS: tuple[Migration, ...] = (
                 published_at TIMESTAMPTZ NOT NULL
             )
             """,
+        ),
+    ),
+    Migration(
+        11,
+        "one vocabulary: verdict reasons and decided_by, alert statuses and trends CHECKed "
+        "against pipelines.vocabulary",
+        (
+            # DuckDB cannot add a CHECK to a table: both tables are rebuilt with theirs.
+            f"""
+            CREATE TABLE arrival_checks_v11 (
+                event_id VARCHAR PRIMARY KEY,
+                ticket_id VARCHAR NOT NULL,
+                technician_id VARCHAR,
+                event_ts TIMESTAMPTZ NOT NULL,
+                verdict VARCHAR NOT NULL CHECK (verdict IN ({_VERDICT_LIST})),
+                reason VARCHAR CHECK (reason IN ({sql_list(VERDICT_REASONS)})),
+                decided_by VARCHAR CHECK (decided_by IN ({sql_list(VERDICT_DECIDED_BY)})),
+                distance_m DOUBLE,
+                accuracy_m DOUBLE,
+                n_fixes INTEGER,
+                physical_arrival_ts TIMESTAMPTZ,
+                status_lag_s DOUBLE,
+                evidence VARCHAR NOT NULL,
+                rule_version VARCHAR NOT NULL,
+                computed_at TIMESTAMPTZ NOT NULL,
+                p_within_radius DOUBLE CHECK (p_within_radius BETWEEN 0 AND 1),
+                p_on_site DOUBLE CHECK (p_on_site BETWEEN 0 AND 1)
+            )
+            """,
+            "INSERT INTO arrival_checks_v11 BY NAME SELECT * FROM arrival_checks",
+            "DROP TABLE arrival_checks",
+            "ALTER TABLE arrival_checks_v11 RENAME TO arrival_checks",
+            f"""
+            CREATE TABLE cluster_alerts_v11 (
+                alert_id VARCHAR PRIMARY KEY,
+                cluster_key VARCHAR NOT NULL,
+                tag VARCHAR NOT NULL,
+                status VARCHAR NOT NULL CHECK (status IN ({sql_list(ALERT_STATUSES)})),
+                trend VARCHAR NOT NULL CHECK (trend IN ({sql_list(ALERT_TRENDS)})),
+                member_count INTEGER NOT NULL,
+                member_cells VARCHAR[] NOT NULL,
+                member_ticket_ids VARCHAR[] NOT NULL,
+                geom_wkt VARCHAR,
+                centroid_lat DOUBLE,
+                centroid_lon DOUBLE,
+                explanation VARCHAR NOT NULL,
+                rule_version VARCHAR NOT NULL,
+                crossed_at TIMESTAMPTZ,
+                first_seen TIMESTAMPTZ NOT NULL,
+                last_updated TIMESTAMPTZ NOT NULL,
+                detected_at TIMESTAMPTZ,
+                last_eval_ts TIMESTAMPTZ,
+                closed_at TIMESTAMPTZ
+            )
+            """,
+            "INSERT INTO cluster_alerts_v11 BY NAME SELECT * FROM cluster_alerts",
+            "DROP TABLE cluster_alerts",
+            "ALTER TABLE cluster_alerts_v11 RENAME TO cluster_alerts",
         ),
     ),
 )

@@ -14,6 +14,7 @@ import polars as pl
 
 from geofence.verdict import LEGACY_VERDICTS
 from pipelines.store.gateway import Store
+from pipelines.vocabulary import ALERT_CLOSED
 
 # Events only the technician on the ticket performs: their actor is the ticket's technician.
 TECHNICIAN_EVENTS: tuple[str, ...] = (
@@ -46,7 +47,7 @@ def verdict_sql(column: str = "a.verdict") -> str:
     return f"(CASE {column} {cases} ELSE {column} END)"
 
 
-CLOSED_ALERT_STATUSES: tuple[str, ...] = ("resolved", "closed", "expired", "cleared", "cancelled")
+CLOSED_ALERT_STATUSES: tuple[str, ...] = (ALERT_CLOSED,)
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ def active_alerts(store: Store, f: TicketFilter, at: datetime) -> pl.DataFrame:
     """Cluster alerts active at ``at`` (optionally one tag), with their member cells.
 
     Active: first seen by ``at`` and, for a closed alert, not closed before ``at`` (its
-    ``closed_at``, else its ``last_updated``, ends it). An open alert stays active.
+    ``closed_at`` ends it). An open alert stays active.
     """
     marks = ", ".join("?" for _ in CLOSED_ALERT_STATUSES)
     params: list[object] = [at, *CLOSED_ALERT_STATUSES, at]
@@ -184,8 +184,7 @@ def active_alerts(store: Store, f: TicketFilter, at: datetime) -> pl.DataFrame:
     return store.query(
         f"SELECT alert_id, tag, status, trend, member_count, member_cells, explanation "
         f"FROM cluster_alerts WHERE first_seen <= ? "
-        f"AND (closed_at IS NULL AND lower(status) NOT IN ({marks}) "
-        f"OR coalesce(closed_at, last_updated) >= ?) {tag} "
+        f"AND (status NOT IN ({marks}) OR closed_at >= ?) {tag} "
         f"ORDER BY member_count DESC LIMIT 200",
         params,
     )

@@ -24,7 +24,7 @@ import polars as pl
 from geofence.verdict import read_verdict
 from pipelines.errors import FieldTraceError
 from pipelines.store.gateway import Store
-from pipelines.views import TECHNICIAN_EVENTS
+from pipelines.views import CLOSED_ALERT_STATUSES, TECHNICIAN_EVENTS
 from pipelines.views.nearby import box as _box
 from pipelines.views.nearby import (
     covering_outages,
@@ -34,7 +34,6 @@ from pipelines.views.nearby import (
 from pipelines.views.nearby import distance_sql as _dist_sql
 
 NEARBY_RADIUS_M: Final = 500.0
-CLOSED_ALERT_STATUSES: Final = ("resolved", "closed", "expired", "cleared", "cancelled")
 # Per stream: key columns (one latest sample per key, for ``geofence.replay_state``), the age
 # above which a sample is stale, and how far before the window its latest sample still counts.
 STREAM_KEYS: Final[dict[str, tuple[str, ...]]] = {

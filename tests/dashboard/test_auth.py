@@ -10,7 +10,7 @@ from dashboard import create_app
 from dashboard.auth import is_guarded
 from pipelines.store.gateway import Store
 from tests.dashboard.conftest import PASSWORDS
-from tests.dashboard.helpers import call, login
+from tests.dashboard.helpers import call, callback_key, login
 
 
 @pytest.fixture
@@ -29,8 +29,9 @@ def _as(app, name):  # type: ignore[no-untyped-def]
     return client
 
 
-@pytest.mark.parametrize("path", ["/", "/dispatch", "/ticket?id=T-1", "/alerts", "/analytics"])
-def test_unauthenticated_page_request_gets_the_login_page(client, path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("path", ["/", "/dispatch", "/ticket?id={ticket}", "/alerts", "/analytics"])
+def test_unauthenticated_page_request_gets_the_login_page(client, ids, path) -> None:  # type: ignore[no-untyped-def]
+    path = path.format(ticket=ids.at_door_ticket)
     response = client.get(path)
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
@@ -78,7 +79,7 @@ def test_every_callback_is_guarded(app) -> None:  # type: ignore[no-untyped-def]
     [
         ("dispatch", ["Dispatch", "Alerts"], ["Analytics"]),
         ("analyst", ["Dispatch", "Alerts", "Analytics"], []),
-        ("wh-north", ["Alerts"], ["Dispatch", "Analytics"]),
+        ("wh-sent", ["Alerts"], ["Dispatch", "Analytics"]),
     ],
 )
 def test_menu_shows_only_allowed_pages(app, user, visible, hidden) -> None:  # type: ignore[no-untyped-def]
@@ -89,24 +90,18 @@ def test_menu_shows_only_allowed_pages(app, user, visible, hidden) -> None:  # t
         assert f'"children": "{name}"' not in layout
 
 
-def test_warehouse_user_gets_403_from_dispatch_callbacks(app) -> None:  # type: ignore[no-untyped-def]
-    client = _as(app, "wh-north")
-    response = call(
-        client,
-        app,
-        "dispatch-map",
-        [
-            ("dispatch-region", "value", None),
-            ("dispatch-tag", "value", None),
-            ("dispatch-status", "value", None),
-            ("dispatch-hours", "value", 0),
-            ("dispatch-layers", "value", ["tickets"]),
-            ("dispatch-at", "value", 1_790_000_000),
-            ("dispatch-refresh", "n_intervals", 0),
-        ],
-    )
+def test_warehouse_user_gets_403_from_dispatch_callbacks(app, ids) -> None:  # type: ignore[no-untyped-def]
+    client = _as(app, "wh-sent")
+    # every input and state of the map callback, as the renderer sends them
+    entry = app.callback_map[callback_key(app, "dispatch-map")]
+    values = {"dispatch-layers.value": ["tickets"], "dispatch-at.value": 1_790_000_000}
+    inputs = [
+        (i["id"], i["property"], values.get(f"{i['id']}.{i['property']}")) for i in entry["inputs"]
+    ]
+    state = [(d["id"], d["property"], None) for d in entry["state"]]
+    response = call(client, app, "dispatch-map", inputs, state)
     assert response.status_code == 403
-    assert b"T-1" not in response.data
+    assert ids.at_door_ticket.encode() not in response.data
 
 
 def _alerts(client, app, search: str) -> str:  # type: ignore[no-untyped-def]
@@ -117,30 +112,62 @@ def _alerts(client, app, search: str) -> str:  # type: ignore[no-untyped-def]
     return json.dumps(response.get_json(), ensure_ascii=False)
 
 
-def test_warehouse_scope_holds_for_direct_callback_posts(app) -> None:  # type: ignore[no-untyped-def]
-    north = _as(app, "wh-north")
-    own = _alerts(north, app, "?alert=A-1")
-    assert "O-N1" in own
-    assert "O-S1" not in own
-    assert "O-S2" not in own
-    assert "Customer alice" not in own
-    assert "1 North Road" not in own
+def _member(store: Store, alert_id: str) -> dict[str, str]:
+    """A member ticket's customer name and address (what a warehouse user must not see)."""
+    return store.query(
+        "SELECT t.customer_name, t.address FROM cluster_alerts a, tickets t "
+        "WHERE a.alert_id = ? AND list_contains(a.member_ticket_ids, t.ticket_id) "
+        "AND t.customer_name IS NOT NULL ORDER BY t.ticket_id LIMIT 1",
+        [alert_id],
+    ).row(0, named=True)
+
+
+def _orders(store: Store, alert_id: str) -> list[tuple[str, str, str]]:
+    """(order_id, warehouse_id, sku) of an alert's orders."""
+    return store.query(
+        "SELECT order_id, warehouse_id, sku FROM restock_orders WHERE alert_id = ? "
+        "ORDER BY order_id",
+        [alert_id],
+    ).rows()
+
+
+def test_warehouse_scope_holds_for_direct_callback_posts(app, ids) -> None:  # type: ignore[no-untyped-def]
+    store = app.server.config["FIELDTRACE_CONTEXT"].store
+    own_orders, other_orders = _orders(store, ids.sent_alert), _orders(store, ids.open_alert)
+    assert {w for _, w, _ in own_orders} == {ids.sent_warehouse}
+    assert {w for _, w, _ in other_orders} == {ids.open_warehouse}
+    member = _member(store, ids.sent_alert)
+    user = _as(app, "wh-sent")
+    own = _alerts(user, app, f"?alert={ids.sent_alert}")
+    for order_id, _, _ in own_orders:
+        assert order_id in own
+    assert ids.open_order not in own
+    assert member["customer_name"] not in own
+    assert member["address"] not in own
     assert "•••" in own
     # Another warehouse's alert, asked for by editing the URL: nothing about it leaks.
-    other = _alerts(north, app, "?alert=A-2")
-    assert "O-S2" not in other
-    assert "VALVE-PL" not in other
+    other = _alerts(user, app, f"?alert={ids.open_alert}")
+    for order_id, _, sku in other_orders:
+        assert order_id not in other
+        assert sku not in other
     assert "not in your scope" in other
     # The dispatcher sees everything, unmasked.
-    everything = _alerts(_as(app, "dispatch"), app, "?alert=A-1")
-    assert "O-N1" in everything
-    assert "O-S1" in everything
-    assert "Customer alice" in everything
+    dispatcher = _as(app, "dispatch")
+    everything = _alerts(dispatcher, app, f"?alert={ids.sent_alert}")
+    assert ids.sent_order in everything
+    assert member["customer_name"] in everything
+    assert ids.open_order in _alerts(dispatcher, app, f"?alert={ids.open_alert}")
 
 
-def test_warehouse_user_cannot_act_on_another_warehouses_order(app, settings) -> None:  # type: ignore[no-untyped-def]
-    north = _as(app, "wh-north")
-    trigger = {"type": "order-action", "action": "acknowledge", "order": "O-S1"}
+def _audit_count(store: Store) -> int:
+    return int(store.scalar("SELECT count(*) FROM audit_log"))
+
+
+def test_warehouse_user_cannot_act_on_another_warehouses_order(app, ids) -> None:  # type: ignore[no-untyped-def]
+    store = app.server.config["FIELDTRACE_CONTEXT"].store
+    audited = _audit_count(store)
+    user = _as(app, "wh-sent")
+    trigger = {"type": "order-action", "action": "acknowledge", "order": ids.open_order}
     key = next(k for k in app.callback_map if k.startswith("..alerts-message"))
     body = {
         "output": key,
@@ -154,24 +181,27 @@ def test_warehouse_user_cannot_act_on_another_warehouses_order(app, settings) ->
             json.dumps(trigger, separators=(",", ":"), sort_keys=True) + ".n_clicks"
         ],
     }
-    response = north.post("/_dash-update-component", json=body)
+    response = user.post("/_dash-update-component", json=body)
     assert response.status_code == 200
     assert "not found" in response.get_data(as_text=True)
-    store = app.server.config["FIELDTRACE_CONTEXT"].store
-    status = store.query("SELECT status FROM restock_orders WHERE order_id = 'O-S1'")
-    assert status["status"][0] == "sent"
-    assert store.count("audit_log") == 0
+    status = store.query("SELECT status FROM restock_orders WHERE order_id = ?", [ids.open_order])
+    assert status["status"][0] == "open"
+    assert _audit_count(store) == audited
 
 
-def test_open_mode_needs_no_login(store_root) -> None:  # type: ignore[no-untyped-def]
+def test_open_mode_needs_no_login(store_root, ids) -> None:  # type: ignore[no-untyped-def]
     from tests.dashboard.conftest import settings_for
 
     app = create_app(settings_for(store_root, auth_mode="open"))
     client = app.server.test_client()
     assert client.get("/_dash-layout").status_code == 200
-    assert _alerts(client, app, "?alert=A-2").count("O-S2") >= 1
+    assert _alerts(client, app, f"?alert={ids.open_alert}").count(ids.open_order) >= 1
 
 
-def test_store_is_untouched_by_reads(settings) -> None:  # type: ignore[no-untyped-def]
-    with Store(settings.store_path) as store:
-        assert store.count("restock_orders") == 3
+def test_store_is_untouched_by_reads(app, settings, ids) -> None:  # type: ignore[no-untyped-def]
+    store = app.server.config["FIELDTRACE_CONTEXT"].store
+    before = store.table_counts()
+    for name in ("dispatch", "wh-sent"):
+        _alerts(_as(app, name), app, f"?alert={ids.sent_alert}")
+    assert store.table_counts() == before
+    assert before["restock_orders"] > 0

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipelines.views import default_as_of
-from tests.dashboard.conftest import CLOCK
+
+CLOCK = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)  # a Monday, 16:00 in Asia/Shanghai
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from pipelines.errors import SettingsError
 from pipelines.sessions import AUTH_STATE_FILE, AuthState, LoginPolicy
 from pipelines.settings import Settings
 from pipelines.users import add_user, authenticate, load_users
-from tests.dashboard.conftest import PASSWORDS, settings_for
+from tests.dashboard.conftest import PASSWORDS, StoreIds, settings_for
 from tests.dashboard.helpers import login
 
 
@@ -135,8 +135,11 @@ def test_login_never_redirects_off_site(app: Any, raw: str) -> None:
     assert 'name="next" value="/"' in page
 
 
-@pytest.mark.parametrize("good", ["/alerts", "/ticket?id=T-1", "/alerts?alert=A-1&x=%2F%2Fa"])
-def test_login_keeps_same_site_paths(app: Any, good: str) -> None:
+@pytest.mark.parametrize(
+    "good", ["/alerts", "/ticket?id={ticket}", "/alerts?alert={alert}&x=%2F%2Fa"]
+)
+def test_login_keeps_same_site_paths(app: Any, ids: StoreIds, good: str) -> None:
+    good = good.format(ticket=ids.at_door_ticket, alert=ids.sent_alert)
     client = _client(app)
     form = {"username": "dispatch", "password": PASSWORDS["dispatch"], "next": good}
     location = client.post("/login", data=form).headers["Location"]

@@ -1,11 +1,13 @@
 """Replay page: request parsing, playback samples, the CWRU spectrum figure, evidence export and
-a real-browser run over a planted false arrival (click node, play, deep link, export)."""
+a real-browser run over the demo generator's planted false arrival (click node, play, deep
+link, export), all on the store the real writers built (``tests/dashboard/conftest.py``)."""
 
 from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,88 +25,64 @@ from geofence.replay_state import state_at
 from pipelines.settings import Settings, load_settings
 from pipelines.store.gateway import Store
 from pipelines.views.replay import replay_bundle
+from tests.dashboard.conftest import StoreIds, settings_for
 from tests.dashboard.helpers import call
-from tests.pipelines.test_replay import (
-    CUSTOMER,
-    T0,
-    at,
-    make_check,
-    make_events,
-    make_fixes,
-    make_outage,
-    make_ticket,
-    offset,
-    square_wkt,
-    write,
-)
-
-ARRIVED = "T-FA-arrived-4"
-FALSE_STOP_M = 250.0
+from tests.pipelines.test_replay import T0
 
 
-def planted_tables() -> dict[str, list[dict[str, Any]]]:
-    """A false arrival: tech-f taps 'arrived' at +40 while standing 250 m north of the customer."""
-    drive = [
-        (m, offset(2000 - (2000 - FALSE_STOP_M) * (m - 12) / 23, 0))
-        for m in (12 + k / 4 for k in range(0, 93))
-    ]  # +12 … +35 in 15 s steps
-    stay = [(35 + k / 4, offset(FALSE_STOP_M + (k % 3) - 1, 0)) for k in range(1, 121)]
-    return {
-        "tickets": [make_ticket("T-FA", CUSTOMER)],
-        "ticket_events": make_events(
-            "T-FA",
-            [
-                ("created", 0, "dispatch"),
-                ("assigned", 5, "dispatch"),
-                ("accepted", 10, "tech-f"),
-                ("departed", 12, "tech-f"),
-                ("arrived", 40, "tech-f"),
-                ("work_started", 45, "tech-f"),
-                ("completed", 70, "tech-f"),
-            ],
-        ),
-        "gps_fixes": make_fixes("tech-f", drive + stay),
-        "outages": [make_outage("OUT-1", square_wkt(CUSTOMER, 400), at(-60), None)],
-        "weather_obs": [
-            {
-                "grid_lat": 30.25,
-                "grid_lon": 120.10,
-                "ts": at(h * 60),
-                "variable": "precipitation",
-                "value": 3.0 + h,
-                "unit": "mm",
-            }
-            for h in range(-1, 3)
-        ],
-        "iot_devices": [{"device_id": "D-1", "customer_id": "cust-r", "kind": "compressor"}],
-        "iot_readings": [
-            {
-                "device_id": "D-1",
-                "ts": at(m),
-                "metric": "vibration_rms",
-                "value": 2.0 + m / 20,
-                "unit": "mm/s",
-            }
-            for m in range(-30, 120, 5)
-        ],
-        "arrival_checks": [make_check(ARRIVED, "T-FA", "tech-f", at(40), "REJECTED", FALSE_STOP_M)],
-    }
+@dataclass(frozen=True)
+class FalseArrival:
+    """The generator's planted false arrival, as the built store holds it."""
+
+    ticket: str
+    event: str  # the 'arrived' event
+    technician: str
+    node: int  # the event's place on the ticket's timeline
+    first_event: str
+    first_ts: datetime
+    arrived_ts: datetime
+    customer: tuple[float, float]
+
+
+def false_arrival(store: Store, ids: StoreIds) -> FalseArrival:
+    events = store.query(
+        "SELECT event_id, ts FROM ticket_events WHERE ticket_id = ? ORDER BY ts, event_id",
+        [ids.false_arrival_ticket],
+    )
+    node = events["event_id"].to_list().index(ids.false_arrival_event)
+    lat, lon = store.query(
+        "SELECT lat, lon FROM tickets WHERE ticket_id = ?", [ids.false_arrival_ticket]
+    ).row(0)
+    return FalseArrival(
+        ticket=ids.false_arrival_ticket,
+        event=ids.false_arrival_event,
+        technician=ids.false_arrival_technician,
+        node=node,
+        first_event=events["event_id"][0],
+        first_ts=events["ts"][0].astimezone(UTC),
+        arrived_ts=events["ts"][node].astimezone(UTC),
+        customer=(lat, lon),
+    )
 
 
 @pytest.fixture
-def replay_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def replay_settings(store_root: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     if "dashboard.pages.replay" not in page_registry.PAGE_MODULES:
         monkeypatch.setattr(
             page_registry, "PAGE_MODULES", (*page_registry.PAGE_MODULES, "dashboard.pages.replay")
         )
-    write(tmp_path / "ft.duckdb", planted_tables())
-    return load_settings(
-        store_path=tmp_path / "ft.duckdb",
-        users_file=tmp_path / "users.toml",
-        basemap_style="white-bg",
-        auth_mode="open",
-        data_dir=tmp_path,
-    )
+    return settings_for(store_root, auth_mode="open")
+
+
+@pytest.fixture
+def planted(replay_settings: Settings, ids: StoreIds) -> FalseArrival:
+    with Store(replay_settings.store_path) as store:
+        return false_arrival(store, ids)
+
+
+def _shown(t: datetime) -> str:
+    """A moment as the replay page shows it."""
+    return f"{t.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d} UTC"
 
 
 @pytest.mark.parametrize(
@@ -137,33 +115,40 @@ def test_downsample_keeps_latest_at_or_before_per_key() -> None:
         assert got["k"].to_list() == ["a", "b"]
 
 
-def test_playback_samples_are_compact_and_cover_the_window(replay_settings: Settings) -> None:
+def test_playback_samples_are_compact_and_cover_the_window(
+    replay_settings: Settings, planted: FalseArrival
+) -> None:
     with Store(replay_settings.store_path, read_only=True) as store:
-        bundle = replay_bundle(store, "T-FA", at(40))
+        bundle = replay_bundle(store, planted.ticket, planted.arrived_ts)
     samples = playback_samples(bundle, max_points=100)
-    assert samples["start_ms"] == int(at(10).timestamp() * 1000)
+    start = planted.arrived_ts - timedelta(minutes=30)
+    assert samples["start_ms"] == int(start.timestamp() * 1000)
     assert 0 < len(samples["gps"]["t"]) <= 100
     assert samples["gps"]["t"] == sorted(samples["gps"]["t"])
-    assert samples["events"]["event_id"][4] == ARRIVED
-    assert samples["uwb"]["t"] == []
-    assert samples["technicians"] == ["tech-f"]
+    assert planted.event in samples["events"]["event_id"]
+    assert samples["technicians"] == [planted.technician]
 
 
 @pytest.mark.realdata
 def test_spectrum_figure_marks_bpfi_on_a_cwru_inner_race_slice(
-    realdata: Path, tmp_path: Path
+    realdata: Path, store_root: Path, ids: StoreIds
 ) -> None:
     samples = pl.read_csv(realdata / "cwru_bearing_12k_slices" / "IR007_0_X105_first1s.csv")
-    tables = planted_tables()
-    path = write(tmp_path / "ft.duckdb", tables)
+    path = store_root / "fieldtrace.duckdb"
+    with Store(path) as store:
+        at_visit = store.scalar(
+            "SELECT min(ts) FROM ticket_events WHERE ticket_id = ? AND event_type = 'arrived'",
+            [ids.checklist_ticket],
+        )
+    # a real bearing recording, filed as a series of the vibration-fault customer's device
     with Store(path) as store, store.transaction() as tx:
         tx.insert_frame(
             "vibration_series",
             pl.DataFrame(
                 {
                     "series_id": ["V-IR007"],
-                    "device_id": ["D-1"],
-                    "start_ts": [at(30)],
+                    "device_id": [ids.vibration_device],
+                    "start_ts": [at_visit - timedelta(minutes=10)],
                     "sample_rate_hz": [12_000.0],
                     "rpm": [1797.0],
                     "channel": ["DE"],
@@ -172,7 +157,7 @@ def test_spectrum_figure_marks_bpfi_on_a_cwru_inner_race_slice(
             ),
         )
     ctx = AppContext(load_settings(store_path=path, auth_mode="open"))
-    bundle = replay_bundle(ctx.store, "T-FA", at(40))
+    bundle = replay_bundle(ctx.store, ids.checklist_ticket, at_visit)
     assert bundle.vibration["series_id"].to_list() == ["V-IR007"]
     fig, style = spectrum_view(ctx, bundle)
     assert style == {}
@@ -182,10 +167,12 @@ def test_spectrum_figure_marks_bpfi_on_a_cwru_inner_race_slice(
     assert abs(bpfi[0] - 162.2) < 2.0
 
 
-def test_export_button_returns_a_self_contained_html_file(replay_settings: Settings) -> None:
+def test_export_button_returns_a_self_contained_html_file(
+    replay_settings: Settings, planted: FalseArrival
+) -> None:
     app = create_app(replay_settings)
     client = app.server.test_client()
-    req = {"ticket": "T-FA", "node": ARRIVED, "t": None, "window_min": 30}
+    req = {"ticket": planted.ticket, "node": planted.event, "t": None, "window_min": 30}
     resp = call(
         client,
         app,
@@ -195,9 +182,9 @@ def test_export_button_returns_a_self_contained_html_file(replay_settings: Setti
     )
     assert resp.status_code == 200
     out = resp.get_json()["response"][rid.DOWNLOAD]["data"]
-    assert out["filename"] == f"evidence-T-FA-{ARRIVED}.html"
+    assert out["filename"] == f"evidence-{planted.ticket}-{planted.event}.html"
     html = out["content"]
-    assert ARRIVED in html
+    assert planted.event in html
     assert "REJECTED" in html
     assert "reject_margin_k" in html
     assert "<script src=" not in html
@@ -251,23 +238,28 @@ def _trail_end_after(dash_duo: Any, ts_text: str) -> list[float]:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, artifacts) -> None:  # type: ignore[no-untyped-def]
+def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, planted, artifacts) -> None:  # type: ignore[no-untyped-def]
+    p = planted
     dash_duo.start_server(create_app(replay_settings), navigate=False)
     base = dash_duo.server.url
-    dash_duo.driver.get(f"{base}/replay?ticket=T-FA&node=T-FA-created-0")
-    dash_duo.wait_for_text_to_equal(f"#{rid.TIME}", "2026-05-04 09:00:00.000 UTC", timeout=15)
+    dash_duo.driver.get(f"{base}/replay?ticket={p.ticket}&node={p.first_event}")
+    dash_duo.wait_for_text_to_equal(f"#{rid.TIME}", _shown(p.first_ts), timeout=15)
 
-    # Click the 'arrived' node: every panel jumps to 09:40.
-    assert dash_duo.driver.execute_script(CLICK_NODE_JS, ARRIVED) == 4
-    lat, lon, n = _trail_end_after(dash_duo, "2026-05-04 09:40:00.000 UTC")
+    # Click the 'arrived' node: every panel jumps to the tap.
+    assert dash_duo.driver.execute_script(CLICK_NODE_JS, p.event) == p.node
+    lat, lon, n = _trail_end_after(dash_duo, _shown(p.arrived_ts))
     dash_duo.wait_for_text_to_equal(f"#{rid.VERDICT_BADGE}", "REJECTED", timeout=10)
-    from_fence = _metres((lat, lon), CUSTOMER) - replay_settings.thresholds.arrival_radius_m
-    assert 150 <= from_fence <= 400, from_fence
-    assert n > 50
-    assert f"node={ARRIVED}" in dash_duo.driver.current_url
-    _wait(lambda: "t=2026-05-04T09%3A40%3A00.000Z" in dash_duo.driver.current_url)
+    # the generator parks a false arrival 150-400 m from the customer
+    assert 150 <= _metres((lat, lon), p.customer) <= 400 + 25, _metres((lat, lon), p.customer)
+    assert n > 10
+    assert f"node={p.event}" in dash_duo.driver.current_url
+    tapped = p.arrived_ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _wait(lambda: f"t={tapped.replace(':', '%3A')}" in dash_duo.driver.current_url)
     events = dash_duo.find_elements(f"#{rid.EVENTS} li")
-    assert [e.value_of_css_property("opacity") for e in events][4:6] == ["1", "0.35"]
+    assert [e.value_of_css_property("opacity") for e in events][p.node : p.node + 2] == [
+        "1",
+        "0.35",
+    ]
     dash_duo.wait_for_element(f"#{rid.MAP} .maplibregl-canvas", timeout=15)
     time.sleep(1.0)
     dash_duo.driver.save_screenshot(str(artifacts / "replay.png"))
@@ -289,7 +281,7 @@ def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, artifact
     # Data time advanced by true elapsed time x 60, bounded by the wall time the browser could
     # have played (play click to a standing clock), so a loaded machine cannot fail it.
     advanced_s = (
-        datetime.strptime(paused, "%Y-%m-%d %H:%M:%S.%f UTC") - datetime(2026, 5, 4, 9, 40)
+        datetime.strptime(paused, "%Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=UTC) - p.arrived_ts
     ).total_seconds()
     assert 60.0 <= advanced_s <= 60.0 * elapsed_s + 15.0, (paused, elapsed_s)
 
@@ -304,14 +296,14 @@ def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, artifact
     dash_duo.wait_for_text_to_equal(f"#{rid.TIME}", paused, timeout=15)
     dash_duo.wait_for_text_to_equal(f"#{rid.VERDICT_BADGE}", "REJECTED", timeout=10)
     assert _wait(lambda: dash_duo.driver.execute_script(SELECTED_JS)).startswith(
-        "2026-05-04 09:40:00"
+        f"{p.arrived_ts:%Y-%m-%d %H:%M:%S}"
     )
     assert dash_duo.get_logs() == []
 
     # Evidence export opens offline in the browser with the node's data.
     export = export_view(
         AppContext(replay_settings),
-        parse_request(f"?ticket=T-FA&node={ARRIVED}"),
+        parse_request(f"?ticket={p.ticket}&node={p.event}"),
         None,
         Basemap("white-bg"),
     )
@@ -320,7 +312,7 @@ def test_false_arrival_replay_in_the_browser(dash_duo, replay_settings, artifact
     dash_duo.driver.get(out.as_uri())
     dash_duo.wait_for_element("#evidence-map.js-plotly-plot", timeout=10)
     body = dash_duo.driver.find_element("tag name", "body").text
-    assert ARRIVED in body
+    assert p.event in body
     assert "REJECTED" in body
-    assert "tech-f" in body
+    assert p.technician in body
     assert dash_duo.get_logs() == []

@@ -61,8 +61,8 @@ def make_check(event_id: str, ticket_id: str, tech: str, ts: datetime, verdict: 
     evidence = {"distance_m": distance_m, "radius_m": 5.0, "accuracy_m": 6.0,
                 "reject_margin_k": 2.0, "nearest_fix_gap_s": 15}
     return {"event_id": event_id, "ticket_id": ticket_id, "technician_id": tech,
-            "event_ts": ts, "verdict": verdict, "reason": "outside_radius",
-            "decided_by": "gps", "distance_m": distance_m, "accuracy_m": 6.0, "n_fixes": 9,
+            "event_ts": ts, "verdict": verdict, "reason": None,
+            "decided_by": "gps_fix", "distance_m": distance_m, "accuracy_m": 6.0, "n_fixes": 9,
             "evidence": json.dumps(evidence), "rule_version": "test-1", "computed_at": at(120)}
 # fmt: on
 
