@@ -625,7 +625,8 @@ def write(run: Run) -> None:
     options = json.loads(run.opts.to_json())
     if run.notes:
         options["notes"] = run.notes
-    with run.store.transaction() as tx:
+
+    def write_batch(tx: Tx) -> None:  # repeatable: retried whole if it loses a race
         for old in run.replaced:
             delete_batch_rows(tx, spec.name, old)
         if run.opts.write == "append":
@@ -654,6 +655,8 @@ def write(run: Run) -> None:
                 json.dumps(options, default=str, sort_keys=True),
             ),
         )  # fmt: skip
+
+    run.store.atomic(write_batch)
     reasons = {str(k): int(v) for k, v in quarantined.group_by("rule").len().iter_rows()}
     run.result = IngestResult(
         spec.name, str(run.path), run.parsed.fmt, batch_id, rows_read, accepted.height,
@@ -725,9 +728,13 @@ def ingest_file(
         raise SourceFormatError(f"{path}: no such file")
     run = Run(store, spec, path, settings, opts or IngestOptions(), replace, observed_at)
     say = progress or (lambda _msg: None)
-    for name, stage in STAGES:
-        say(name)
-        stage(run)
-        if run.result is not None:
-            return run.result
+    # One ingest of a kind at a time per store: the already-ingested check and the key rules
+    # then see every earlier batch. On DuckLake (no PRIMARY KEY / UNIQUE in the catalog) this
+    # PostgreSQL advisory lock is what keeps keys unique across processes.
+    with store.writer_lock(f"ingest:{spec.name}"):
+        for name, stage in STAGES:
+            say(name)
+            stage(run)
+            if run.result is not None:
+                return run.result
     raise AssertionError("the write stage always sets the result")
