@@ -7,6 +7,7 @@ worker that lost the file lock would answer 500s and could not Acknowledge an or
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pipelines.credentials import session_key
@@ -51,6 +52,14 @@ def serve_prod(settings: Settings, workers: int = 2, bind: str = "127.0.0.1:8050
         def load(self) -> Any:
             from dashboard import create_app
 
-            return create_app(settings).server
+            server = create_app(settings).server
+            pid = str(os.getpid())
+
+            def tag(response: Any) -> Any:  # which worker answered (logs, load tests)
+                response.headers["X-FieldTrace-Worker"] = pid
+                return response
+
+            server.after_request(tag)
+            return server
 
     _App().run()
