@@ -15,6 +15,9 @@ from pipelines.settings import Settings
 from pipelines.store.location import FileLocation
 
 
+THREADS_PER_WORKER = 4
+
+
 def multi_worker_refusal(settings: Settings, workers: int) -> str | None:
     """Why ``workers`` gunicorn workers cannot serve this store, or None when they can."""
     location = settings.store_location
@@ -44,6 +47,9 @@ def serve_prod(settings: Settings, workers: int = 2, bind: str = "127.0.0.1:8050
             for key, value in {
                 "bind": bind,
                 "workers": workers,
+                # threads: a worker answers a few users at once (DuckDB releases the GIL)
+                "worker_class": "gthread",
+                "threads": THREADS_PER_WORKER,
                 "preload_app": False,
                 "timeout": 60,
             }.items():
