@@ -175,6 +175,7 @@ class Store:
         self.backend = self.location.backend
         self.read_only = read_only
         self._locks: dict[str, Any] = {}
+        self._readers = threading.local()
         if isinstance(self.location, LakeLocation):
             self.path = self.location.data_path
             self._con = self._open_lake(self.location)
@@ -239,37 +240,50 @@ class Store:
             cur.execute(f"USE {LAKE_ALIAS}")
         return cur
 
+    @contextmanager
+    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for one read. The file: a fresh cursor, closed after. DuckLake: this
+        thread's own cursor, kept (a new cursor plus ``USE lake`` costs ~5-50 ms there)."""
+        if not self.is_lake:
+            cur = self._con.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+            return
+        kept: duckdb.DuckDBPyConnection | None = getattr(self._readers, "cursor", None)
+        if kept is None:
+            kept = self._cursor()
+            self._readers.cursor = kept
+        yield kept
+
     def query(self, sql: str, params: Sequence[object] = ()) -> pl.DataFrame:
         """Run a parameterized query and return a polars frame (thread-safe cursor).
 
         Every TIMESTAMPTZ comes back as ``Datetime(time_zone="UTC")``: the database's
         TimeZone is UTC for all connections, so callers never convert.
         """
-        cur = self._cursor()
-        try:
+        with self._reader() as cur:
             return cur.execute(sql, list(params)).pl()
-        finally:
-            cur.close()
 
     def query_frames(
         self, sql: str, frames: Mapping[str, pl.DataFrame], params: Sequence[object] = ()
     ) -> pl.DataFrame:
         """Run a query that joins against in-memory frames, visible under the given names."""
-        cur = self._cursor()
-        try:
-            for name, frame in frames.items():
-                cur.register(name, frame.to_arrow(compat_level=_ARROW_COMPAT))
-            return cur.execute(sql, list(params)).pl()
-        finally:
-            cur.close()
+        with self._reader() as cur:
+            try:
+                for name, frame in frames.items():
+                    cur.register(name, frame.to_arrow(compat_level=_ARROW_COMPAT))
+                return cur.execute(sql, list(params)).pl()
+            finally:
+                for name in frames:
+                    with suppress(duckdb.Error):
+                        cur.unregister(name)
 
     def scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
-        cur = self._cursor()
-        try:
+        with self._reader() as cur:
             row = cur.execute(sql, list(params)).fetchone()
             return None if row is None else row[0]
-        finally:
-            cur.close()
 
     def count(self, table: str) -> int:
         return int(self.scalar(f"SELECT count(*) FROM {_checked_table(table)}"))
