@@ -14,7 +14,6 @@ from pipelines.credentials import session_key
 from pipelines.settings import Settings
 from pipelines.store.location import FileLocation
 
-
 THREADS_PER_WORKER = 4
 
 
