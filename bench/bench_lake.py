@@ -245,7 +245,7 @@ def _serve(store: str, root: Path, port: int, *extra: str) -> subprocess.Popen[b
     env = {
         **os.environ,
         "FIELDTRACE_USERS_FILE": str(root / "users.toml"),
-        "FIELDTRACE_SECRET_KEY": "bench-secret-lake",
+        "FIELDTRACE_SECRET_KEY": "bench-secret-lake-0123456789abcdef-xyz",
         "FIELDTRACE_BASEMAP_STYLE": "white-bg",
         "FIELDTRACE_DATA_DIR": str(root),
     }

@@ -273,8 +273,6 @@ def apply_action(
     )
     return MOVES[action].to
 
-    store.atomic(move)
-
 
 def mark_sent(
     store: Store, order_id: str, actor: str, *, channel: str, at: datetime | None = None

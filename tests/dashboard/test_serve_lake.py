@@ -34,7 +34,7 @@ def _env(root: Path) -> dict[str, str]:
     return {
         **os.environ,
         "FIELDTRACE_USERS_FILE": str(root / "users.toml"),
-        "FIELDTRACE_SECRET_KEY": "test-secret-lake",
+        "FIELDTRACE_SECRET_KEY": "test-secret-lake-0123456789abcdef-xyz",
         "FIELDTRACE_BASEMAP_STYLE": "white-bg",
         "FIELDTRACE_DATA_DIR": str(root),
     }
