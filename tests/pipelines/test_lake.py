@@ -121,7 +121,8 @@ def test_small_commits_are_inlined_not_files(lake_url: str) -> None:
         assert store.count("audit_log") == 20
         assert not list(store.path.rglob("*.parquet"))
         store.maintain(snapshots_before=datetime.now(UTC), files_before=datetime.now(UTC))
-        assert len(list(store.path.rglob("audit_log/*.parquet"))) == 1  # flushed as one file
+        files = store.scalar("SELECT count(*) FROM ducklake_list_files('lake', 'audit_log')")
+        assert files == 1  # the 20 inlined commits flushed as one file
         assert store.count("audit_log") == 20
 
 
