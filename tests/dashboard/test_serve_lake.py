@@ -42,13 +42,13 @@ def _env(root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def lake_server(lake_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """The dashboard store in a DuckLake, 20 extra open orders, served by 2 gunicorn workers."""
+    """The dashboard store in a DuckLake, 20 extra sent orders, served by 2 gunicorn workers."""
     build_store(lake_url)  # type: ignore[arg-type]
     make_users(tmp_path / "users.toml")
     with Store(lake_url) as store:
         store.execute(
             "INSERT INTO restock_orders SELECT o.* REPLACE ('OX-' || lpad(i::VARCHAR, 2, '0') "
-            "AS order_id, 'open' AS status, NULL AS acknowledged_at) "
+            "AS order_id, 'sent' AS status, NULL AS acknowledged_at) "
             "FROM restock_orders o, range(20) r(i) WHERE o.order_id = 'O-N1'"
         )
     port = _free_port()
@@ -84,7 +84,7 @@ def _acknowledge(base: str, key: str, order_id: str) -> tuple[int, str, str]:
             "/login", data={"username": "wh-north", "password": PASSWORDS["wh-north"], "next": "/"}
         )
         assert login.status_code == 302
-        button = {"action": "ack", "order": order_id, "type": ids.ORDER_ACTION}
+        button = {"action": "acknowledge", "order": order_id, "type": ids.ORDER_ACTION}
         body = {
             "output": key,
             "outputs": [
