@@ -345,7 +345,7 @@ def run(args: argparse.Namespace, tmp: Path, file_store: str, lake_url: str) -> 
     lake_load["positions_per_s"] = round(int(written) / float(writer_s), 1)
 
     port = _free_port()
-    server = _serve(file_store, tmp, port)
+    server = _serve(file_store, tmp, port, "--no-live")
     try:
         file_load = load(f"http://127.0.0.1:{port}", *shape, at_s)
     finally:
