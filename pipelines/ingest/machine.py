@@ -600,7 +600,7 @@ def write(run: Run) -> None:
     from pipelines.ingest.batches import delete_batch_rows
 
     assert run.parsed is not None
-    spec, accepted = run.spec, run.frame
+    spec, accepted, fmt = run.spec, run.frame, run.parsed.fmt
     quarantined = pl.concat(run.rejected)
     rows_read = run.parsed.rows_read
     if rows_read != accepted.height + quarantined.height:
@@ -638,7 +638,8 @@ def write(run: Run) -> None:
                 spec.name, spec.table, table, batch_id, run.opts.source_name, run.started,
                 run.observed_at,
             )  # fmt: skip
-            details = writer_for(spec.name, run.opts.write)(tx, job)
+            details.clear()  # a retried attempt starts afresh
+            details.update(writer_for(spec.name, run.opts.write)(tx, job))
             options.update(details)
         tx.insert_frame("quarantine", qrows)
         _fault_pause_in_write()
@@ -649,7 +650,7 @@ def write(run: Run) -> None:
             f"INSERT INTO ingest_batches ({', '.join(BATCH_COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in BATCH_COLUMNS)})",
             (
-                batch_id, spec.name, run.parsed.fmt, str(run.path), run.digest, run.key,
+                batch_id, spec.name, fmt, str(run.path), run.digest, run.key,
                 rows_read, accepted.height, quarantined.height, run.started, datetime.now(UTC),
                 t_parse - run.t0, t_validate - t_parse, t_write - t_validate,
                 json.dumps(options, default=str, sort_keys=True),
