@@ -22,7 +22,7 @@ from pipelines.errors import FieldTraceError
 from pipelines.ingest.contract import check_zone
 from pipelines.settings import Settings, load_settings
 from pipelines.store.gateway import Store
-from pipelines.store.location import LAKE_PREFIX
+from pipelines.store.location import LAKE_PREFIX, FileLocation
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -81,8 +81,9 @@ def open_store(s: Settings | None = None, *, read_only: bool = False) -> Store:
     empty store rather than fail. A store another process holds raises ``StoreBusyError``,
     whose message names that process; the error boundary prints it.
     """
-    path = (s or settings()).store_path
-    return Store(path, read_only=read_only and path.exists())
+    location = (s or settings()).store_location
+    exists = not isinstance(location, FileLocation) or location.path.exists()
+    return Store(location, read_only=read_only and exists)
 
 
 class FieldTraceGroup(TyperGroup):
