@@ -349,6 +349,7 @@ def history_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Recompute which cells fired at every --step-h over a period (writes no alerts)."""
+    from pipelines.alerts.config import load_config
     from pipelines.batch.clusters import cluster_history, eval_times
     from pipelines.batch.engine import runner
 
