@@ -28,8 +28,9 @@ chromium:
 			chromium chromium-driver; \
 	fi
 
-# Debian's nats-server (JetStream: the live bus) and mosquitto (MQTT for IoT). The tests use
-# 127.0.0.1:4222 / :1883 when they answer and start throwaway instances otherwise.
+# Debian's nats-server (JetStream: the live bus), mosquitto (MQTT for IoT) and postgresql (the
+# DuckLake catalog). The tests use 127.0.0.1:4222 / :1883 / :5432 when they answer and start
+# throwaway instances otherwise (pg_ctl for PostgreSQL, through pytest-postgresql).
 services:
 	@if command -v nats-server >/dev/null && command -v mosquitto >/dev/null; then \
 		echo "services: $$(nats-server --version 2>/dev/null), mosquitto present"; \
@@ -37,6 +38,13 @@ services:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			nats-server mosquitto; \
+	fi
+	@if command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		echo "postgresql: $$(ls -d /usr/lib/postgresql/*/ 2>/dev/null | head -1)"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			postgresql; \
 	fi
 
 demo: install services

@@ -11,6 +11,8 @@ from rich.table import Table
 
 from cli import common
 from pipelines.arrivals.runner import run_arrivals, summary
+from pipelines.batch.arrivals import verify_period
+from pipelines.batch.engine import runner
 
 arrivals_app = typer.Typer(name="arrivals", help="Arrival verification.", no_args_is_help=True)
 _out = Console()
@@ -28,21 +30,37 @@ def _table(title: str, frame: object) -> Table:
     return table
 
 
+def _iso(value: str | None, option: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        common.console.print(f"[red]error:[/] {option} {value!r} is not an ISO-8601 time")
+        raise typer.Exit(2) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @arrivals_app.command("verify")
 def verify_cmd(
     since: Annotated[
         str | None,
         typer.Option(help="Only arrivals at or after this ISO time.", callback=common.iso_time),
     ] = None,
+    until: Annotated[str | None, typer.Option(help="Only arrivals before this ISO time.")] = None,
+    engine: common.EngineOpt = "local",
+    scheduler: common.SchedulerOpt = common.DEFAULT_SCHEDULER,
 ) -> None:
     """Verify arrivals against GPS/UWB evidence and store verdicts in arrival_checks."""
     s = common.settings()
-    start = None
-    if since:
-        start = datetime.fromisoformat(since)
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    start, end = _iso(since, "--since"), _iso(until, "--until")
+    mode = common.checked_engine(engine)
     with common.open_store(s) as store, _out.status("verifying arrivals"):
-        run = run_arrivals(store, s, since=start)
+        if mode == "local" and end is None:
+            run = run_arrivals(store, s, since=start)
+        else:
+            with runner(mode, scheduler) as batch:
+                run = verify_period(store, s, batch, since=start, until=end, now=datetime.now(UTC))
     if run.checks.height == 0:
         _out.print("no arrivals to verify")
         return

@@ -9,7 +9,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -17,17 +17,47 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
+from pipelines.batch.engine import LOCAL_SCHEDULER
 from pipelines.errors import FieldTraceError
 from pipelines.ingest.contract import check_zone
 from pipelines.settings import Settings, load_settings
 from pipelines.store.gateway import Store
+from pipelines.store.location import LAKE_PREFIX, FileLocation
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
+# Options of the batch commands that can run on Dask (`--engine dask --scheduler ADDR`).
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="'local' (this process) or 'dask' (partitions as Dask tasks; see --scheduler).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str,
+    typer.Option(
+        "--scheduler",
+        help="With --engine dask: a scheduler address (tcp://host:8786) or 'local' "
+        "(a LocalCluster of 2 worker processes on this machine).",
+    ),
+]
+DEFAULT_SCHEDULER = LOCAL_SCHEDULER
+
+
+def checked_engine(engine: str) -> Literal["local", "dask"]:
+    if engine == "local":
+        return "local"
+    if engine == "dask":
+        return "dask"
+    console.print(f"[red]error:[/] --engine {engine!r}: expected 'local' or 'dask'")
+    raise typer.Exit(2)
+
+
 class State:
-    store_override: Path | None = None
+    store_override: str | None = None
     config: Path | None = None
 
 
@@ -36,7 +66,11 @@ def settings() -> Settings:
         os.environ["FIELDTRACE_CONFIG"] = str(State.config)
     overrides: dict[str, Any] = {}
     if State.store_override is not None:
-        overrides["store_path"] = State.store_override
+        if State.store_override.startswith(LAKE_PREFIX):
+            overrides["store_url"] = State.store_override
+        else:
+            overrides["store_path"] = Path(State.store_override)
+            overrides["store_url"] = None
     return load_settings(**overrides)
 
 
@@ -47,8 +81,9 @@ def open_store(s: Settings | None = None, *, read_only: bool = False) -> Store:
     empty store rather than fail. A store another process holds raises ``StoreBusyError``,
     whose message names that process; the error boundary prints it.
     """
-    path = (s or settings()).store_path
-    return Store(path, read_only=read_only and path.exists())
+    location = (s or settings()).store_location
+    exists = not isinstance(location, FileLocation) or location.path.exists()
+    return Store(location, read_only=read_only and exists)
 
 
 class FieldTraceGroup(TyperGroup):

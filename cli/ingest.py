@@ -10,7 +10,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, open_store, out, positive, progress_bar, settings
+from cli.common import (
+    DEFAULT_SCHEDULER,
+    EngineOpt,
+    SchedulerOpt,
+    checked_engine,
+    console,
+    open_store,
+    out,
+    positive,
+    progress_bar,
+    settings,
+)
+from pipelines.batch.engine import runner
+from pipelines.batch.ingest import ingest_many
 from pipelines.ingest.contract import IngestOptions
 from pipelines.ingest.kinds import KINDS
 from pipelines.ingest.machine import IngestResult, ingest_file
@@ -162,11 +175,17 @@ def ingest(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print counts and reasons as JSON.")
     ] = False,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = DEFAULT_SCHEDULER,
 ) -> None:
-    """Validate and ingest files; rejected rows go to quarantine with a reason."""
+    """Validate and ingest files; rejected rows go to quarantine with a reason.
+
+    With --engine dask (DuckLake stores only) the files are spread over Dask workers.
+    """
     from pipelines.ingest.sources import formats_for
 
     s = settings()
+    mode = checked_engine(engine)
     if fmt is not None and fmt not in formats_for(kind):
         raise typer.BadParameter(
             f"{fmt!r} is not a format of kind {kind}; expected one of "
@@ -197,6 +216,11 @@ def ingest(
     with open_store(s) as store:
         if kind == "tickets" and fmt in TICKET_FEED_FORMATS:
             results = ingest_ticket_feeds(store, paths, s, opts, quiet=as_json, replace=replace)
+        elif mode == "dask":
+            with runner(mode, scheduler) as batch:
+                results = ingest_many(store, kind, paths, s, opts, batch)
+            if not as_json:
+                print_results(results)
         else:
             results = ingest_paths(store, kind, paths, s, opts, quiet=as_json, replace=replace)
     if as_json:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import alerts, arrivals, batches, edge, fetch, ingest, serve, simulate, users
+from cli import alerts, arrivals, batches, edge, fetch, ingest, maintain, serve, simulate, users
 from cli.common import FieldTraceGroup, State
 
 app = typer.Typer(
@@ -28,8 +28,12 @@ app = typer.Typer(
 @app.callback()
 def main_options(
     store: Annotated[
-        Path | None,
-        typer.Option("--store", help="DuckDB store file (overrides FIELDTRACE_STORE_PATH)."),
+        str | None,
+        typer.Option(
+            "--store",
+            help="DuckDB store file, or ducklake:postgresql://HOST:PORT/DB?data=DIR "
+            "(overrides FIELDTRACE_STORE_PATH / FIELDTRACE_STORE_URL).",
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
 ) -> None:
@@ -44,6 +48,7 @@ app.command()(ingest.status)
 app.command()(serve.serve)
 app.command()(serve.demo)
 app.command("simulate")(simulate.simulate_cmd)
+app.command()(maintain.maintain)
 app.add_typer(fetch.fetch_app, name="fetch")
 app.add_typer(users.users_app, name="users")
 app.add_typer(alerts.alerts_app, name="alerts")

@@ -31,8 +31,12 @@ def _serve(
     receivers: bool = True,
 ) -> None:
     if prod:
-        from dashboard.serving import serve_prod
+        from dashboard.serving import multi_worker_refusal, serve_prod
 
+        refusal = multi_worker_refusal(s, workers)
+        if refusal is not None:
+            console.print(f"[red]error:[/] {refusal}")
+            raise typer.Exit(2)
         console.print(f"[bold green]FieldTrace[/] gunicorn x{workers} on http://{host}:{port}")
         if live:
             console.print(
@@ -50,7 +54,9 @@ def _serve(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     with live_context(s, live=live, replay=replay, receivers=receivers):
-        console.print(f"[bold green]FieldTrace[/] serving {s.store_path} on http://{host}:{port}")
+        console.print(
+            f"[bold green]FieldTrace[/] serving {s.store_location} on http://{host}:{port}"
+        )
         dash_app.run(host=host, port=port, debug=debug, use_reloader=False)
 
 
@@ -103,7 +109,10 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8050,
     debug: Annotated[bool, typer.Option(help="Dash debug mode.")] = False,
     prod: Annotated[bool, typer.Option("--prod", help="Serve through gunicorn.")] = False,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="gunicorn workers with --prod.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="gunicorn workers with --prod (default: 2 on DuckLake, 1 on a file)."),
+    ] = None,
     live: Annotated[
         bool, typer.Option("--live/--no-live", help="Run the live writer (and receivers).")
     ] = True,
@@ -115,17 +124,16 @@ def serve(
         ),
     ] = True,
 ) -> None:
-    """Serve the dashboard with live ingest (see docs/SERVING.md and docs/EVENTS.md)."""
-    _serve(
-        settings(),
-        host,
-        port,
-        debug=debug,
-        prod=prod,
-        workers=workers,
-        live=live,
-        receivers=receivers,
-    )
+    """Serve the dashboard with live ingest (see docs/SERVING.md and docs/EVENTS.md).
+
+    Several --prod workers need a DuckLake store (docs/SERVING.md)."""
+    s = settings()
+    if workers is None:
+        workers = 2 if s.store_url else 1
+    if workers < 1:
+        console.print(f"[red]error:[/] --workers {workers}: at least 1 is needed")
+        raise typer.Exit(2)
+    _serve(s, host, port, debug=debug, prod=prod, workers=workers, live=live, receivers=receivers)
 
 
 def prepare_demo(s: Settings, *, seed: int, scale: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from cli import common
 from pipelines.settings import Settings
+from pipelines.store.location import FileLocation, StoreLocation
 
 # pipelines.users and pipelines.sessions (password hashing, werkzeug) are imported inside
 # the commands, so other ``fieldtrace`` commands do not pay for them at start-up.
@@ -29,15 +29,15 @@ def _settings() -> Settings:
     return common.settings()
 
 
-def _first_warehouse(store_path: Path) -> str:
+def _first_warehouse(location: StoreLocation) -> str:
     """The store's first warehouse id, so the demo warehouse user sees real orders."""
     from pipelines.errors import StoreError
     from pipelines.store.gateway import Store
 
-    if not store_path.exists():
+    if isinstance(location, FileLocation) and not location.path.exists():
         return "WH-1"
     try:
-        with Store(store_path, read_only=True) as store:
+        with Store(location, read_only=True) as store:
             found = store.scalar("SELECT min(warehouse_id) FROM warehouses")
     except StoreError:
         return "WH-1"
@@ -93,7 +93,7 @@ def demo(
     from pipelines.users import add_user
 
     s = _settings()
-    warehouse = warehouse or _first_warehouse(s.store_path)
+    warehouse = warehouse or _first_warehouse(s.store_location)
     table = Table(title=f"demo log-ins ({s.users_file})")
     for col in ("user", "password", "role"):
         table.add_column(col)

@@ -15,4 +15,4 @@ class AppContext:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.settings.store_path)
+        return Store(self.settings.store_location)

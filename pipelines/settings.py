@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from pipelines.errors import SettingsError
+from pipelines.store.location import LakeLocation, StoreLocation, parse_location
 
 DEFAULT_CONFIG_FILE = Path("fieldtrace.toml")
 MIN_SECRET_KEY_CHARS = 32
@@ -92,6 +93,12 @@ class Settings(BaseSettings):
     )
 
     store_path: Path = Field(Path("data/fieldtrace.duckdb"), description="The DuckDB store file.")
+    store_url: str | None = Field(
+        None,
+        description="A shared DuckLake store, e.g. "
+        "ducklake:postgresql://127.0.0.1:5432/fieldtrace_lake?data=/srv/fieldtrace/lake; "
+        "when set it is used instead of store_path.",
+    )
     data_dir: Path = Field(Path("data"), description="Demo files, caches and users live here.")
     basemap_style: str = Field(
         "open-street-map",
@@ -169,6 +176,18 @@ class Settings(BaseSettings):
             key = "".join(ch for ch in value.lower() if ch.isalnum())
             return {"wgs84": "WGS84", "gcj02": "GCJ02", "bd09": "BD09"}.get(key, value)
         return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _lake_url(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(parse_location(value), LakeLocation):
+            raise ValueError(f"store_url={value!r} is not a ducklake:postgresql://... location")
+        return value
+
+    @property
+    def store_location(self) -> StoreLocation:
+        """Where the store is: the DuckLake of ``store_url`` when set, else ``store_path``."""
+        return parse_location(self.store_url if self.store_url else self.store_path)
 
     @field_validator("timezone")
     @classmethod

@@ -11,8 +11,14 @@ from hypothesis import settings as hypothesis_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Real services (NATS JetStream, Mosquitto): the machine's when they answer, else throwaway.
-pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.mqtt"]
+# Service fixtures (one module per service), shared by every test package: real services
+# (NATS JetStream, Mosquitto, PostgreSQL), the machine's when they answer, else throwaway.
+pytest_plugins = [
+    "tests.fixtures.nats",
+    "tests.fixtures.mqtt",
+    "tests.fixtures.postgres",
+    "tests.fixtures.store",
+]
 
 # Property-test profiles: `default` keeps `make test` quick (about 1,500 mutated rows per
 # source); `pytest --hypothesis-profile=thorough tests/pipelines/test_source_properties.py`

@@ -57,7 +57,7 @@ from pipelines.alerts.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMES
 from pipelines.credentials import WebhookSecrets, missing_reason
 from pipelines.errors import FieldTraceError
 from pipelines.settings import load_settings
-from pipelines.store.gateway import Store
+from pipelines.store.gateway import Store, Tx
 from pipelines.vocabulary import ORDER_CANCELLED, ORDER_OPEN, ORDER_UNDELIVERABLE
 
 __all__ = [
@@ -166,7 +166,8 @@ def _record(
 ) -> bool:  # fmt: skip
     """Store one attempt's outcome; True when it dead-lettered the message."""
     attempts = int(msg["attempts"]) + 1
-    with store.transaction() as tx:
+
+    def record(tx: Tx) -> bool:  # repeatable: retried whole if it loses a race
         tx.execute(
             "INSERT INTO delivery_attempts VALUES (?, ?, ?, ?, ?, ?)",
             (msg["message_id"], attempts, when, outcome.status, outcome.error, outcome.elapsed_ms),
@@ -202,7 +203,9 @@ def _record(
                 tx, msg["order_id"], SEND, DELIVERER, when, attempts=attempts,
                 http_status=outcome.status,
             )  # fmt: skip
-    return False
+        return False
+
+    return store.atomic(record)
 
 
 def deliver_due(

@@ -264,12 +264,13 @@ def apply_action(
     warehouse_id: str | None = None,
     **detail: Any,
 ) -> str:
-    """``move_order`` in its own transaction; returns the new status."""
-    with store.transaction() as tx:
-        move_order(
-            tx, order_id, action, actor, at or datetime.now(UTC), warehouse_id=warehouse_id,
-            **detail,
-        )  # fmt: skip
+    """``move_order`` in its own transaction (retried if it loses a race); the new status."""
+    when = at or datetime.now(UTC)
+    store.atomic(
+        lambda tx: move_order(
+            tx, order_id, action, actor, when, warehouse_id=warehouse_id, **detail
+        )
+    )
     return MOVES[action].to
 
 

@@ -28,7 +28,7 @@ from geofence.distance import local_distance_m
 from geofence.stops import detect_stops
 from geofence.verdict import ArrivalThresholds, verify_arrivals
 from pipelines.settings import Settings, Thresholds
-from pipelines.store.gateway import Store
+from pipelines.store.gateway import Store, Tx
 
 _AFTER_EVENT = timedelta(minutes=15)
 
@@ -153,11 +153,14 @@ def write_checks(store: Store, checks: pl.DataFrame, *, computed_at: datetime) -
         "p_on_site",
         pl.lit(computed_at).dt.convert_time_zone("UTC").alias("computed_at"),
     )
-    with store.transaction() as tx:
+
+    def replace(tx: Tx) -> None:  # one event id, one verdict: replaced in one transaction
         tx.register("new_checks", rows.select("event_id"))
         tx.execute("DELETE FROM arrival_checks WHERE event_id IN (SELECT event_id FROM new_checks)")
         tx.unregister("new_checks")
         tx.insert_frame("arrival_checks", rows)
+
+    store.atomic(replace)
 
 
 def truth_labels(

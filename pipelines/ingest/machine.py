@@ -600,7 +600,7 @@ def write(run: Run) -> None:
     from pipelines.ingest.batches import delete_batch_rows
 
     assert run.parsed is not None
-    spec, accepted = run.spec, run.frame
+    spec, accepted, fmt = run.spec, run.frame, run.parsed.fmt
     quarantined = pl.concat(run.rejected)
     rows_read = run.parsed.rows_read
     if rows_read != accepted.height + quarantined.height:
@@ -625,7 +625,8 @@ def write(run: Run) -> None:
     options = json.loads(run.opts.to_json())
     if run.notes:
         options["notes"] = run.notes
-    with run.store.transaction() as tx:
+
+    def write_batch(tx: Tx) -> None:  # repeatable: retried whole if it loses a race
         for old in run.replaced:
             delete_batch_rows(tx, spec.name, old)
         if run.opts.write == "append":
@@ -637,7 +638,8 @@ def write(run: Run) -> None:
                 spec.name, spec.table, table, batch_id, run.opts.source_name, run.started,
                 run.observed_at,
             )  # fmt: skip
-            details = writer_for(spec.name, run.opts.write)(tx, job)
+            details.clear()  # a retried attempt starts afresh
+            details.update(writer_for(spec.name, run.opts.write)(tx, job))
             options.update(details)
         tx.insert_frame("quarantine", qrows)
         _fault_pause_in_write()
@@ -648,12 +650,14 @@ def write(run: Run) -> None:
             f"INSERT INTO ingest_batches ({', '.join(BATCH_COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in BATCH_COLUMNS)})",
             (
-                batch_id, spec.name, run.parsed.fmt, str(run.path), run.digest, run.key,
+                batch_id, spec.name, fmt, str(run.path), run.digest, run.key,
                 rows_read, accepted.height, quarantined.height, run.started, datetime.now(UTC),
                 t_parse - run.t0, t_validate - t_parse, t_write - t_validate,
                 json.dumps(options, default=str, sort_keys=True),
             ),
         )  # fmt: skip
+
+    run.store.atomic(write_batch)
     reasons = {str(k): int(v) for k, v in quarantined.group_by("rule").len().iter_rows()}
     run.result = IngestResult(
         spec.name, str(run.path), run.parsed.fmt, batch_id, rows_read, accepted.height,
@@ -725,9 +729,13 @@ def ingest_file(
         raise SourceFormatError(f"{path}: no such file")
     run = Run(store, spec, path, settings, opts or IngestOptions(), replace, observed_at)
     say = progress or (lambda _msg: None)
-    for name, stage in STAGES:
-        say(name)
-        stage(run)
-        if run.result is not None:
-            return run.result
+    # One ingest of a kind at a time per store: the already-ingested check and the key rules
+    # then see every earlier batch. On DuckLake (no PRIMARY KEY / UNIQUE in the catalog) this
+    # PostgreSQL advisory lock is what keeps keys unique across processes.
+    with store.writer_lock(f"ingest:{spec.name}"):
+        for name, stage in STAGES:
+            say(name)
+            stage(run)
+            if run.result is not None:
+                return run.result
     raise AssertionError("the write stage always sets the result")

@@ -28,7 +28,7 @@ async def _main(part: str) -> None:
         from pipelines.store.gateway import Store
 
         pause = float(os.environ.get("FIELDTRACE_FAULT_PAUSE_IN_WRITE_S", "0") or 0)
-        with Store(settings.store_path) as store:
+        with Store(settings.store_location) as store:
             print("writer: consuming", flush=True)
             await run_writer(settings, store, stop=stop, fault_pause_s=pause)
     elif part == "receivers":

@@ -163,7 +163,7 @@ def live_services(
     dir), then the receivers, the writer and the processors in a background thread; all
     stopped on exit."""
     child = None if bus_reachable(settings) else start_local_nats(settings)
-    store = Store(settings.store_path) if writer else None
+    store = Store(settings.store_location) if writer else None
     try:
         live = start_live(
             settings, store, receivers=receivers, writer=writer, mqtt_enabled=mqtt_enabled,

@@ -2,6 +2,13 @@
 
 Queries are always parameterized (``$1``-style or ``?`` placeholders). Table names, which SQL
 cannot bind, are checked against the schema's allowlist before they are spliced in.
+
+Two backends sit behind the same class (see ``pipelines.store.location``):
+- ``duckdb``: one embedded file; one writing process at a time.
+- ``ducklake``: a DuckLake whose catalog is a PostgreSQL database and whose data are Parquet
+  files in a shared directory; any number of processes read and write. Writers keep to
+  appends where they can, ``Store.atomic`` retries a commit that lost a conflict (bounded),
+  and ``Store.writer_lock`` is a PostgreSQL advisory lock for what must not run twice at once.
 """
 
 from __future__ import annotations
@@ -9,18 +16,62 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import duckdb_extensions
 import polars as pl
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from pipelines.errors import StoreBusyError, StoreError, UnknownTableError
-from pipelines.store.schema import MIGRATIONS, SORT_KEYS, TABLES
+from pipelines.store.location import (
+    FileLocation,
+    LakeLocation,
+    StoreLocation,
+    parse_location,
+)
+from pipelines.store.schema import (
+    MIGRATIONS,
+    MIGRATIONS_TABLE,
+    SORT_KEYS,
+    TABLES,
+    statements_for,
+    without_constraints,
+)
+
+T = TypeVar("T")
+LAKE_ALIAS = "lake"
+# A commit that loses a write-write conflict is retried this many times in all (DuckLake
+# already retries catalog-level commit races itself; this covers the ones it gives up on).
+COMMIT_ATTEMPTS = 6
+# Small commits below this many rows are inlined into the catalog instead of a Parquet file;
+# `fieldtrace maintain` flushes them into files in bulk.
+INLINE_ROW_LIMIT = 1000
+_CONFLICT_MARKERS = (
+    "conflict",
+    "another transaction",
+    "maximum retry count",
+    "could not serialize",
+)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lost transaction race worth retrying (not a bad statement)."""
+    if not isinstance(exc, duckdb.Error):
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) or any(m in text for m in _CONFLICT_MARKERS)
+
 
 _view_counter = itertools.count()
 # DuckDB scans classic Arrow strings much faster than polars' string views.
@@ -99,39 +150,112 @@ class Tx:
         self._con.unregister(name)
 
 
-class Store:
-    """The FieldTrace store: one embedded DuckDB file with the spatial extension loaded."""
+def _load(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """LOAD an extension, installing it from its PyPI wheel first when needed."""
+    try:
+        con.execute(f"LOAD {name}")
+    except duckdb.Error:
+        duckdb_extensions.import_extension(name, con=con)
+        con.execute(f"LOAD {name}")
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
-        self.path = Path(path)
+
+class Store:
+    """The FieldTrace store: an embedded DuckDB file or a DuckLake, spatial extension loaded.
+
+    ``location`` is a file path or a ``ducklake:postgresql://host:port/db?data=DIR`` string
+    (or an already parsed :class:`StoreLocation`).
+    """
+
+    def __init__(self, location: Path | str | StoreLocation, *, read_only: bool = False) -> None:
+        self.location: StoreLocation = (
+            location
+            if isinstance(location, FileLocation | LakeLocation)
+            else parse_location(location)
+        )
+        self.backend = self.location.backend
         self.read_only = read_only
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self.path.exists():
-            raise StoreError(f"store {self.path} does not exist; run `fieldtrace ingest` first")
-        try:
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise StoreBusyError(busy_message(self.path, str(exc))) from exc
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        self._load_spatial()
-        # GLOBAL: every cursor (one per query) inherits UTC and the loaded extension.
+        self._locks: dict[str, Any] = {}
+        self._readers = threading.local()
+        if isinstance(self.location, LakeLocation):
+            self.path = self.location.data_path
+            self._con = self._open_lake(self.location)
+        else:
+            self.path = self.location.path
+            self._con = self._open_file(self.path)
+        # GLOBAL: every cursor (one per query) inherits UTC and the loaded extensions.
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._write_lock = threading.Lock()
         if not read_only:
             self.migrate()
 
-    def _load_spatial(self) -> None:
+    def _open_file(self, path: Path) -> duckdb.DuckDBPyConnection:
+        if not self.read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise StoreError(f"store {path} does not exist; run `fieldtrace ingest` first")
         try:
-            self._con.execute("LOAD spatial")
-        except duckdb.Error:
-            duckdb_extensions.import_extension("spatial", con=self._con)
-            self._con.execute("LOAD spatial")
+            con = duckdb.connect(str(path), read_only=self.read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreBusyError(busy_message(path, str(exc))) from exc
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        _load(con, "spatial")
+        return con
+
+    def _open_lake(self, lake: LakeLocation) -> duckdb.DuckDBPyConnection:
+        from pipelines.store import catalog
+
+        if not self.read_only:
+            catalog.ensure_database(lake)
+            lake.data_path.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect()
+        for name in ("spatial", "ducklake", "postgres_scanner"):
+            _load(con, name)
+        options = f"DATA_PATH '{_sql_literal(str(lake.data_path).rstrip('/') + '/')}'"
+        if self.read_only:
+            options += ", READ_ONLY"
+        try:
+            con.execute(
+                f"ATTACH '{_sql_literal(lake.attach_target())}' AS {LAKE_ALIAS} ({options})"
+            )
+        except duckdb.Error as exc:
+            con.close()
+            raise StoreError(f"cannot open store {lake}: {exc}") from exc
+        con.execute(f"USE {LAKE_ALIAS}")
+        return con
+
+    @property
+    def is_lake(self) -> bool:
+        return self.backend == "ducklake"
+
+    @property
+    def multi_process(self) -> bool:
+        """Whether several processes may write this store at once (DuckLake: yes)."""
+        return self.is_lake
 
     # -- reads ---------------------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        return self._con.cursor()
+        cur = self._con.cursor()
+        if self.is_lake:  # the default catalog is per connection: point it at the lake
+            cur.execute(f"USE {LAKE_ALIAS}")
+        return cur
+
+    @contextmanager
+    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for one read. The file: a fresh cursor, closed after. DuckLake: this
+        thread's own cursor, kept (a new cursor plus ``USE lake`` costs ~5-50 ms there)."""
+        if not self.is_lake:
+            cur = self._con.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+            return
+        kept: duckdb.DuckDBPyConnection | None = getattr(self._readers, "cursor", None)
+        if kept is None:
+            kept = self._cursor()
+            self._readers.cursor = kept
+        yield kept
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pl.DataFrame:
         """Run a parameterized query and return a polars frame (thread-safe cursor).
@@ -139,31 +263,27 @@ class Store:
         Every TIMESTAMPTZ comes back as ``Datetime(time_zone="UTC")``: the database's
         TimeZone is UTC for all connections, so callers never convert.
         """
-        cur = self._cursor()
-        try:
+        with self._reader() as cur:
             return cur.execute(sql, list(params)).pl()
-        finally:
-            cur.close()
 
     def query_frames(
         self, sql: str, frames: Mapping[str, pl.DataFrame], params: Sequence[object] = ()
     ) -> pl.DataFrame:
         """Run a query that joins against in-memory frames, visible under the given names."""
-        cur = self._cursor()
-        try:
-            for name, frame in frames.items():
-                cur.register(name, frame.to_arrow(compat_level=_ARROW_COMPAT))
-            return cur.execute(sql, list(params)).pl()
-        finally:
-            cur.close()
+        with self._reader() as cur:
+            try:
+                for name, frame in frames.items():
+                    cur.register(name, frame.to_arrow(compat_level=_ARROW_COMPAT))
+                return cur.execute(sql, list(params)).pl()
+            finally:
+                for name in frames:
+                    with suppress(duckdb.Error):
+                        cur.unregister(name)
 
     def scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
-        cur = self._cursor()
-        try:
+        with self._reader() as cur:
             row = cur.execute(sql, list(params)).fetchone()
             return None if row is None else row[0]
-        finally:
-            cur.close()
 
     def count(self, table: str) -> int:
         return int(self.scalar(f"SELECT count(*) FROM {_checked_table(table)}"))
@@ -173,52 +293,133 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
-        with self.transaction() as tx:
-            tx.execute(sql, params)
+        self.atomic(lambda tx: tx.execute(sql, params))
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """One atomic unit: everything inside commits together or not at all."""
+        """One atomic unit: everything inside commits together or not at all.
+
+        A commit that loses a race raises; use :meth:`atomic` to have it retried.
+        """
         if self.read_only:
-            raise StoreError(f"store {self.path} is open read-only")
+            raise StoreError(f"store {self.location} is open read-only")
         with self._write_lock:
-            cur = self._con.cursor()
+            cur = self._cursor()
             cur.execute("BEGIN TRANSACTION")
             try:
                 yield Tx(cur)
             except BaseException:
-                cur.execute("ROLLBACK")
+                # a failed statement may have ended the transaction already
+                with suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
                 cur.close()
                 raise
-            cur.execute("COMMIT")
-            cur.close()
+            try:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def atomic(self, work: Callable[[Tx], T], *, attempts: int = COMMIT_ATTEMPTS) -> T:
+        """Run ``work(tx)`` in one transaction; a commit lost to a concurrent writer is retried.
+
+        ``work`` must be repeatable: it is called again from the start on a retry. At most
+        ``attempts`` tries, with jittered exponential waits (0.05-2 s); then the conflict is
+        raised as a :class:`StoreError` naming the store.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(is_conflict),
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self.transaction() as tx:
+                    result = work(tx)
+        except duckdb.Error as exc:
+            if is_conflict(exc):
+                raise StoreError(
+                    f"store {self.location}: commit lost to concurrent writers {attempts} "
+                    f"times in a row: {exc}"
+                ) from exc
+            raise
+        return result
+
+    @contextmanager
+    def writer_lock(self, name: str) -> Iterator[None]:
+        """Hold the named lock across processes (DuckLake) or threads (the embedded file).
+
+        On DuckLake it is a PostgreSQL session advisory lock in the catalog database, so
+        ``fieldtrace maintain`` never overlaps itself and ingest of one kind runs its
+        check-then-write under one holder. The embedded file admits one writing process, so
+        an in-process lock suffices.
+        """
+        if not isinstance(self.location, LakeLocation):
+            lock = self._locks.setdefault(name, threading.RLock())
+            with lock:
+                yield
+            return
+        from pipelines.store import catalog
+
+        with catalog.advisory_lock(self.location, lock_key(name)):
+            yield
+
+    def try_writer_lock(self, name: str) -> Any:
+        """Like :meth:`writer_lock` but never waits: yields False when another holder has it."""
+        from pipelines.store import catalog
+
+        if not isinstance(self.location, LakeLocation):
+            return _try_thread_lock(self._locks.setdefault(name, threading.RLock()))
+        return catalog.advisory_lock(self.location, lock_key(name), wait=False)
 
     def migrate(self) -> list[int]:
-        """Apply pending migrations in order; returns the versions applied."""
-        self._con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)"
-        )
-        done = {r[0] for r in self._con.execute("SELECT version FROM schema_migrations").fetchall()}
+        """Apply pending migrations in order; returns the versions applied.
+
+        On DuckLake the same migrations run without PRIMARY KEY / UNIQUE / CHECK clauses
+        (``schema.without_constraints``), one process at a time under an advisory lock.
+        """
+        with self.writer_lock("migrate"):
+            return self._migrate()
+
+    def _migrate(self) -> list[int]:
+        table_ddl = MIGRATIONS_TABLE
+        if self.is_lake:
+            table_ddl = without_constraints(table_ddl)
+        cur = self._cursor()
+        try:
+            cur.execute(table_ddl)
+            done = {r[0] for r in cur.execute("SELECT version FROM schema_migrations").fetchall()}
+        finally:
+            cur.close()
         applied: list[int] = []
         for migration in MIGRATIONS:
             if migration.version in done:
                 continue
             with self.transaction() as tx:
-                for statement in migration.statements:
+                for statement in statements_for(migration, self.backend):
                     tx.execute(statement)
                 tx.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                     (migration.version, migration.description, datetime.now(UTC)),
                 )
             applied.append(migration.version)
+        if applied and self.is_lake:
+            self._con.execute(
+                f"CALL {LAKE_ALIAS}.set_option('data_inlining_row_limit', {INLINE_ROW_LIMIT})"
+            )
         return applied
 
     def schema_version(self) -> int:
         return int(self.scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
     def optimize(self, tables: Sequence[str] | None = None) -> None:
-        """Rewrite tables in their physical sort order so window reads prune row groups."""
+        """Rewrite tables in their physical sort order so window reads prune row groups.
+
+        On DuckLake a rewrite (delete all, insert all) would make every concurrent append to
+        the table fail; there the lake is compacted by ``fieldtrace maintain`` instead.
+        """
+        if self.is_lake:
+            return
         for table in tables or sorted(SORT_KEYS):
             name = _checked_table(table)
             keys = ", ".join(SORT_KEYS[name])
@@ -232,8 +433,77 @@ class Store:
     def close(self) -> None:
         self._con.close()
 
+    # -- maintenance (DuckLake) ------------------------------------------------------------
+    def maintain(self, *, snapshots_before: datetime, files_before: datetime) -> dict[str, int]:
+        """One maintenance pass over the lake; returns Parquet file counts before and after.
+
+        In order: flush inlined rows into files, merge adjacent small files, expire snapshots
+        taken before ``snapshots_before``, delete files those snapshots alone needed, then
+        delete orphans (files no snapshot knows, e.g. left by a killed writer). Only files
+        older than ``files_before`` are deleted: a writer's uncommitted file is an "orphan"
+        until its commit, so ``files_before`` must lie before the start of any running write.
+        The caller holds ``writer_lock("maintain")``. On the embedded file it does nothing.
+        """
+        if not self.is_lake:
+            return {}
+        before = self._data_files()
+        steps: tuple[tuple[str, tuple[object, ...]], ...] = (
+            (f"CALL ducklake_flush_inlined_data('{LAKE_ALIAS}')", ()),
+            (f"CALL ducklake_merge_adjacent_files('{LAKE_ALIAS}')", ()),
+            (
+                f"CALL ducklake_expire_snapshots('{LAKE_ALIAS}', older_than => ?)",
+                (snapshots_before,),
+            ),
+            (f"CALL ducklake_cleanup_old_files('{LAKE_ALIAS}', older_than => ?)", (files_before,)),
+            (
+                f"CALL ducklake_delete_orphaned_files('{LAKE_ALIAS}', older_than => ?)",
+                (files_before,),
+            ),
+        )
+        for sql, params in steps:
+            self._maintenance_call(sql, params)
+        return {"files_before": before, "files_after": self._data_files()}
+
+    def _maintenance_call(self, sql: str, params: Sequence[object]) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception(is_conflict),
+            stop=stop_after_attempt(COMMIT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                cur = self._cursor()
+                try:
+                    cur.execute(sql, list(params)).fetchall()
+                finally:
+                    cur.close()
+
+    def _data_files(self) -> int:
+        return sum(1 for p in Path(self.path).rglob("*.parquet") if p.is_file())
+
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sql_literal(text: str) -> str:
+    """Escape a string for a single-quoted SQL literal (ATTACH takes no parameters)."""
+    return text.replace("'", "''")
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for a named advisory lock."""
+    return zlib.crc32(f"fieldtrace:{name}".encode()) - 2**31
+
+
+@contextmanager
+def _try_thread_lock(lock: Any) -> Iterator[bool]:
+    got = lock.acquire(blocking=False)
+    try:
+        yield got
+    finally:
+        if got:
+            lock.release()

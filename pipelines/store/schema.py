@@ -11,6 +11,7 @@ All times are TIMESTAMPTZ in UTC; all coordinates are WGS84 (the input datum is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pipelines.vocabulary import (
@@ -682,3 +683,60 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "tickets": ("region", "h3_r7", "created_ts"),
     "weather_obs": ("grid_lat", "grid_lon", "ts"),
 }
+
+MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)"
+)
+
+# DuckLake stores no PRIMARY KEY, UNIQUE or CHECK constraint (nor indexes). The same migrations
+# run there with those clauses removed (NOT NULL and DEFAULT stay); the writers keep each one:
+WRITER_ENFORCED: dict[str, str] = {
+    "primary keys of reference and ticket tables": "ingest's key rules (duplicate_key against "
+    "the store and within the file) under the store's per-kind writer lock",
+    "ingest_batches UNIQUE (kind, file_hash)": "ingest's already-ingested check, taken under "
+    "the same per-kind writer lock (a PostgreSQL advisory lock on DuckLake)",
+    "ingest_batches CHECK (rows_read = accepted + quarantined)": "the ingest machine's count "
+    "check before the write",
+    "ticket_events CHECK (event_type IN ...)": "the unknown_event_type rule",
+    "arrival_checks PRIMARY KEY / CHECK (verdict)": "the arrivals runner replaces verdicts "
+    "per event id in one transaction; verdicts come from geofence.verdict's enum",
+    "cluster_alerts, restock_orders, outbox, alert_runs keys": "ids minted by the runner "
+    "(uuid / hashed keys) and the outbox idempotency key derived from the order id",
+    "schema_migrations PRIMARY KEY": "migrations run under a PostgreSQL advisory lock",
+}
+
+_BARE_KEY = re.compile(r"\s+(?:PRIMARY\s+KEY|UNIQUE)\b(?!\s*\()", re.IGNORECASE)
+_CLAUSE = re.compile(r"\b(?:CHECK|UNIQUE|PRIMARY\s+KEY)\s*\(", re.IGNORECASE)
+
+
+def _closing_paren(sql: str, open_at: int) -> int:
+    depth = 0
+    for i in range(open_at, len(sql)):
+        if sql[i] == "(":
+            depth += 1
+        elif sql[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError(f"unbalanced parentheses in schema statement at offset {open_at}: {sql!r}")
+
+
+def without_constraints(sql: str) -> str:
+    """The statement with PRIMARY KEY, UNIQUE and CHECK clauses removed (for DuckLake)."""
+    out = sql
+    while (m := _CLAUSE.search(out)) is not None:
+        end = _closing_paren(out, m.end() - 1)
+        start = m.start()
+        before = out[:start].rstrip()
+        if before.endswith(","):  # a table-level constraint: drop its separating comma too
+            start = len(before) - 1
+        out = out[:start] + out[end + 1 :]
+    return _BARE_KEY.sub("", out)
+
+
+def statements_for(migration: Migration, backend: str) -> tuple[str, ...]:
+    """The migration's statements as the backend ('duckdb' or 'ducklake') accepts them."""
+    if backend == "ducklake":
+        return tuple(without_constraints(s) for s in migration.statements)
+    return migration.statements

@@ -84,7 +84,20 @@ BAD: dict[tuple[str, ...], list[tuple[list[str], str]]] = {
     ("alerts", "ack"): [(["NOPE", "--actor", "me"], "NOPE")],
     ("alerts", "fulfil"): [(["NOPE", "--actor", "me"], "NOPE")],
     ("alerts", "cancel"): [(["NOPE", "--actor", "me", "--reason", "r"], "NOPE")],
-    ("arrivals", "verify"): [(["--since", "yesterday"], "yesterday")],
+    ("arrivals", "verify"): [
+        (["--since", "yesterday"], "yesterday"),
+        (["--until", "tomorrow"], "tomorrow"),
+        (["--engine", "spark"], "--engine 'spark'"),
+    ],
+    ("alerts", "history"): [
+        (["--since", "yesterday"], "yesterday"),
+        (["--since", "latest", "--step-h", "0"], "--step-h"),
+        (["--since", "latest", "--engine", "spark"], "--engine 'spark'"),
+    ],
+    ("maintain",): [
+        (["--keep-snapshots-h", "-1"], "--keep-snapshots-h"),
+        (["--file-min-age-min", "-5"], "--file-min-age-min"),
+    ],
     ("batches", "list"): [(["--kind", "gpz"], "gpz"), (["--limit", "0"], "--limit")],
     ("batches", "delete"): [(["no-such-batch"], "no-such-batch")],
 }

@@ -125,11 +125,6 @@ FAR = ("WH-FAR", CENTRE[0] + 0.5, CENTRE[1], box(CENTRE[0] + 0.3, CENTRE[1], 0.4
 NEAR = ("WH-NEAR", CENTRE[0] + 0.045, CENTRE[1], box(CENTRE[0] + 2, CENTRE[1], 0.1), None)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "ft.duckdb")
-
-
 def alerts_of(store: Store) -> pl.DataFrame:
     return store.query("SELECT * FROM cluster_alerts ORDER BY first_seen, alert_id")
 

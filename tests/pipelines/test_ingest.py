@@ -21,11 +21,6 @@ from tests.pipelines.builders import T0, make_events, make_fixes, write_rows
 SETTINGS = load_settings()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "ft.duckdb")
-
-
 def _quarantine(store: Store) -> list[tuple[str, str, int]]:
     return [
         tuple(r)

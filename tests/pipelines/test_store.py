@@ -13,8 +13,7 @@ from pipelines.errors import UnknownTableError
 from pipelines.store.gateway import Store
 
 
-def test_timestamps_come_back_in_utc_from_every_cursor(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ft.duckdb")
+def test_timestamps_come_back_in_utc_from_every_cursor(store: Store) -> None:
     shanghai = timezone(timedelta(hours=8))
     with store.transaction() as tx:
         tx.execute(
@@ -36,13 +35,11 @@ def test_timestamps_come_back_in_utc_from_every_cursor(tmp_path: Path) -> None:
         assert frame["ts"][0] == datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
 
 
-def test_spatial_extension_is_available_to_every_query(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ft.duckdb")
+def test_spatial_extension_is_available_to_every_query(store: Store) -> None:
     assert store.scalar("SELECT ST_AsText(ST_Point(120.15, 30.27))") == "POINT (120.15 30.27)"
 
 
-def test_table_names_are_allow_listed(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ft.duckdb")
+def test_table_names_are_allow_listed(store: Store) -> None:
     with pytest.raises(UnknownTableError, match="not in the FieldTrace schema"):
         store.count("tickets; DROP TABLE tickets")
 
