@@ -188,5 +188,5 @@ def test_basemap_datum_setting(value: str, expected: str) -> None:
 
 
 def test_unknown_basemap_datum_is_refused_by_name() -> None:
-    with pytest.raises(SettingsError, match="(?i)basemap_datum"):
+    with pytest.raises(SettingsError, match=r"(?i)basemap_datum"):
         load_settings(basemap_datum="EPSG:3857")

@@ -17,7 +17,7 @@ import pytest
 
 from dashboard import create_app, ids
 from pipelines.store.gateway import Store
-from tests.dashboard.conftest import PASSWORDS, build_store, make_users, settings_for
+from tests.dashboard.conftest import PASSWORDS, StoreIds, make_users, settings_for
 from tests.dashboard.helpers import callback_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,16 +40,28 @@ def _env(root: Path) -> dict[str, str]:
     }
 
 
+# What the alerts page and an order action read, copied from the store the real writers built.
+LAKE_TABLES = ("warehouses", "tickets", "cluster_alerts", "restock_orders", "outbox")
+
+
 @pytest.fixture
-def lake_server(lake_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """The dashboard store in a DuckLake, 20 extra sent orders, served by 2 gunicorn workers."""
-    build_store(lake_url)  # type: ignore[arg-type]
-    make_users(tmp_path / "users.toml")
+def lake_server(
+    lake_url: str, tmp_path: Path, built_store: Path, ids: StoreIds
+) -> Iterator[tuple[str, str]]:
+    """The dashboard store's alerts and orders in a DuckLake, 20 extra sent orders of the
+    delivered warehouse, served by 2 gunicorn workers."""
+    with Store(built_store / "fieldtrace.duckdb", read_only=True) as built:
+        frames = {t: built.query(f"SELECT * FROM {t}") for t in LAKE_TABLES}  # fixed names
+    make_users(tmp_path / "users.toml", (ids.sent_warehouse, ids.open_warehouse))
     with Store(lake_url) as store:
+        with store.transaction() as tx:
+            for table, frame in frames.items():
+                tx.insert_frame(table, frame)
         store.execute(
             "INSERT INTO restock_orders SELECT o.* REPLACE ('OX-' || lpad(i::VARCHAR, 2, '0') "
             "AS order_id, 'sent' AS status, NULL AS acknowledged_at) "
-            "FROM restock_orders o, range(20) r(i) WHERE o.order_id = 'O-N1'"
+            "FROM restock_orders o, range(20) r(i) WHERE o.order_id = ?",
+            [ids.sent_order],
         )
     port = _free_port()
     proc = subprocess.Popen(
@@ -81,7 +93,7 @@ def _acknowledge(base: str, key: str, order_id: str) -> tuple[int, str, str]:
     """Log in as the north warehouse on a fresh connection and press Acknowledge."""
     with httpx.Client(base_url=base, timeout=60) as client:
         login = client.post(
-            "/login", data={"username": "wh-north", "password": PASSWORDS["wh-north"], "next": "/"}
+            "/login", data={"username": "wh-sent", "password": PASSWORDS["wh-sent"], "next": "/"}
         )
         assert login.status_code == 302
         button = {"action": "acknowledge", "order": order_id, "type": ids.ORDER_ACTION}
@@ -112,7 +124,7 @@ def test_acknowledge_works_through_either_worker(
         for pair in range(0, 20, 2):
             results += pool.map(lambda o: _acknowledge(base, key, o), ORDERS[pair : pair + 2])
     assert [status for status, _, _ in results] == [200] * 20
-    assert all("acknowledged by wh-north" in text for _, text, _ in results), results
+    assert all("acknowledged by wh-sent" in text for _, text, _ in results), results
     assert len({worker for _, _, worker in results}) == 2
     with Store(lake_url, read_only=True) as store:
         done = store.query(
@@ -120,7 +132,7 @@ def test_acknowledge_works_through_either_worker(
             "AND status = 'acknowledged' AND acknowledged_at IS NOT NULL"
         )
         audits = store.scalar(
-            "SELECT count(*) FROM audit_log WHERE actor = 'wh-north' AND object_id LIKE 'OX-%'"
+            "SELECT count(*) FROM audit_log WHERE actor = 'wh-sent' AND object_id LIKE 'OX-%'"
         )
     assert (done["n"][0], audits) == (20, 20)
 
