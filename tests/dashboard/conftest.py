@@ -194,3 +194,16 @@ def empty_settings(tmp_path: Path, ids: StoreIds) -> Iterator[Settings]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def demo_app_settings(demo_world: tuple[Settings, dict[str, Any]], tmp_path: Path) -> Settings:
+    """The session demo world's settings over a private copy of its store.
+
+    A served app keeps its store open for the rest of the process; on the shared file that
+    connection would stop later tests from opening it read-only."""
+    settings, _ = demo_world
+    shutil.copy(settings.store_path, tmp_path / "fieldtrace.duckdb")
+    return settings.model_copy(
+        update={"store_path": tmp_path / "fieldtrace.duckdb", "data_dir": tmp_path}
+    )

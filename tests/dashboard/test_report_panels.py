@@ -33,8 +33,10 @@ def _traces(dash_duo: Any, graph: str, want: int, timeout: float = 20) -> list[d
 
 
 @pytest.mark.browser
-def test_report_panels_show_figures_causes_and_hot_spots(dash_duo, demo_world, artifacts) -> None:  # type: ignore[no-untyped-def]
-    settings, _manifest = demo_world
+def test_report_panels_show_figures_causes_and_hot_spots(
+    dash_duo, demo_app_settings, artifacts
+) -> None:  # type: ignore[no-untyped-def]
+    settings = demo_app_settings
     gcj = settings.model_copy(update={"basemap_datum": "GCJ02"})
     with Store(settings.store_path, read_only=True) as store:
         table = views.report_table(views.report_breakdowns(store))

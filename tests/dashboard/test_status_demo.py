@@ -12,9 +12,10 @@ from pipelines.store.gateway import Store
 
 @pytest.mark.browser
 def test_status_page_shows_demo_counts_and_quarantine_chart(
-    dash_duo, demo_world, artifacts
+    dash_duo, demo_world, demo_app_settings, artifacts
 ) -> None:  # type: ignore[no-untyped-def]
-    settings, manifest = demo_world
+    _, manifest = demo_world
+    settings = demo_app_settings
     with Store(settings.store_path) as store:
         counts = store.table_counts()
     dash_duo.start_server(create_app(settings))
