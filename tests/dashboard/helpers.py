@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dash import Dash
@@ -42,3 +43,25 @@ def call(
     }
     assert entry is not None
     return client.post("/_dash-update-component", json=body)
+
+
+def order_action_key(app: Dash) -> str:
+    """The callback_map key of the alerts page's order buttons (outputs: message, version)."""
+    return next(k for k in app.callback_map if k.startswith("..alerts-message"))
+
+
+def order_action_body(key: str, action: str, order: str) -> dict[str, Any]:
+    """The body the browser POSTs when a user presses an order button (``action`` on ``order``)."""
+    trigger = {"type": "order-action", "action": action, "order": order}
+    return {
+        "output": key,
+        "outputs": [
+            {"id": "alerts-message", "property": "children"},
+            {"id": "alerts-version", "property": "data"},
+        ],
+        "inputs": [[{"id": trigger, "property": "n_clicks", "value": 1}]],
+        "state": [{"id": "alerts-version", "property": "data", "value": 0}],
+        "changedPropIds": [
+            json.dumps(trigger, separators=(",", ":"), sort_keys=True) + ".n_clicks"
+        ],
+    }

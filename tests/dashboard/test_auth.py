@@ -10,7 +10,7 @@ from dashboard import create_app
 from dashboard.auth import is_guarded
 from pipelines.store.gateway import Store
 from tests.dashboard.conftest import PASSWORDS
-from tests.dashboard.helpers import call, callback_key, login
+from tests.dashboard.helpers import call, callback_key, login, order_action_body, order_action_key
 
 
 @pytest.fixture
@@ -167,20 +167,7 @@ def test_warehouse_user_cannot_act_on_another_warehouses_order(app, ids) -> None
     store = app.server.config["FIELDTRACE_CONTEXT"].store
     audited = _audit_count(store)
     user = _as(app, "wh-sent")
-    trigger = {"type": "order-action", "action": "acknowledge", "order": ids.open_order}
-    key = next(k for k in app.callback_map if k.startswith("..alerts-message"))
-    body = {
-        "output": key,
-        "outputs": [
-            {"id": "alerts-message", "property": "children"},
-            {"id": "alerts-version", "property": "data"},
-        ],
-        "inputs": [[{"id": trigger, "property": "n_clicks", "value": 1}]],
-        "state": [{"id": "alerts-version", "property": "data", "value": 0}],
-        "changedPropIds": [
-            json.dumps(trigger, separators=(",", ":"), sort_keys=True) + ".n_clicks"
-        ],
-    }
+    body = order_action_body(order_action_key(app), "acknowledge", ids.open_order)
     response = user.post("/_dash-update-component", json=body)
     assert response.status_code == 200
     assert "not found" in response.get_data(as_text=True)

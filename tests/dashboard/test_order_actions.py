@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import polars as pl
@@ -11,7 +10,7 @@ import pytest
 from dashboard import create_app
 from dashboard.pages.alerts import orders_table
 from tests.dashboard.conftest import PASSWORDS
-from tests.dashboard.helpers import login
+from tests.dashboard.helpers import login, order_action_body, order_action_key
 
 
 @pytest.fixture
@@ -22,20 +21,7 @@ def app(settings):  # type: ignore[no-untyped-def]
 def _click(app: Any, user: str, action: str, order: str) -> str:
     client = app.server.test_client()
     assert login(client, user, PASSWORDS[user]).status_code == 302
-    trigger = {"type": "order-action", "action": action, "order": order}
-    key = next(k for k in app.callback_map if k.startswith("..alerts-message"))
-    body = {
-        "output": key,
-        "outputs": [
-            {"id": "alerts-message", "property": "children"},
-            {"id": "alerts-version", "property": "data"},
-        ],
-        "inputs": [[{"id": trigger, "property": "n_clicks", "value": 1}]],
-        "state": [{"id": "alerts-version", "property": "data", "value": 0}],
-        "changedPropIds": [
-            json.dumps(trigger, separators=(",", ":"), sort_keys=True) + ".n_clicks"
-        ],
-    }
+    body = order_action_body(order_action_key(app), action, order)
     response = client.post("/_dash-update-component", json=body)
     assert response.status_code == 200
     return str(response.get_json()["response"]["alerts-message"]["children"])

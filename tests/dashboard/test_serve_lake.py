@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dashboard import create_app, ids
+from dashboard import create_app
 from pipelines.store.gateway import Store
 from tests.dashboard.conftest import PASSWORDS, StoreIds, make_users, settings_for
-from tests.dashboard.helpers import callback_key
+from tests.dashboard.helpers import order_action_body, order_action_key
 
 REPO = Path(__file__).resolve().parents[2]
 ORDERS = [f"OX-{i:02d}" for i in range(20)]
@@ -96,19 +96,7 @@ def _acknowledge(base: str, key: str, order_id: str) -> tuple[int, str, str]:
             "/login", data={"username": "wh-sent", "password": PASSWORDS["wh-sent"], "next": "/"}
         )
         assert login.status_code == 302
-        button = {"action": "acknowledge", "order": order_id, "type": ids.ORDER_ACTION}
-        body = {
-            "output": key,
-            "outputs": [
-                {"id": ids.ALERTS_MESSAGE, "property": "children"},
-                {"id": ids.ALERTS_VERSION, "property": "data"},
-            ],
-            "inputs": [[{"id": button, "property": "n_clicks", "value": 1}]],
-            "state": [{"id": ids.ALERTS_VERSION, "property": "data", "value": 0}],
-            "changedPropIds": [
-                json.dumps(button, sort_keys=True, separators=(",", ":")) + ".n_clicks"
-            ],
-        }
+        body = order_action_body(key, "acknowledge", order_id)
         answer = client.post("/_dash-update-component", json=body)
         return answer.status_code, answer.text, answer.headers.get("X-FieldTrace-Worker", "")
 
@@ -118,7 +106,7 @@ def test_acknowledge_works_through_either_worker(
     lake_server: tuple[str, str], tmp_path: Path
 ) -> None:
     base, lake_url = lake_server
-    key = callback_key(create_app(settings_for(tmp_path)), ids.ALERTS_MESSAGE)
+    key = order_action_key(create_app(settings_for(tmp_path)))
     results: list[tuple[int, str, str]] = []
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at once, so both workers are busy
         for pair in range(0, 20, 2):
