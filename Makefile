@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) --upgrade pip
 	$(BIN)/pip install $(PIP_FLAGS) -e ".[dev,bench]"
+	@echo "compiling the stop-detection kernel (numba; kept in its cache)"
+	$(BIN)/python -c "from geofence.stops import compile_kernels; compile_kernels()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -65,9 +65,11 @@ def verify_cmd(
         _out.print("no arrivals to verify")
         return
     parts = summary(run.checks)
+    stages = ", ".join(f"{name} {sec:.2f}s" for name, sec in run.stages.items())
     _out.print(
-        f"verified {run.checks.height:,} arrivals in {run.seconds:.1f}s "
-        f"(rule {run.checks['rule_version'][0]}, radius {s.thresholds.arrival_radius_m} m)"
+        f"verified {run.checks.height:,} arrivals in {run.seconds:.2f}s"
+        + (f" ({stages})" if stages else "")
+        + f"; rule {run.checks['rule_version'][0]}, radius {s.thresholds.arrival_radius_m} m"
     )
     _out.print(_table("Verdicts by region", parts["by_region"]))
     _out.print(_table("Status lag of verified arrivals (s)", parts["lag"]))

@@ -30,14 +30,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from pipelines.arrivals.runner import (
+    arrival_windows,
     load_arrivals,
     load_evidence,
     thresholds_from,
     verify,
     write_checks,
-)
-from pipelines.arrivals.runner import (
-    windows as arrival_windows,
 )
 from pipelines.edge.events import (
     DISPATCH_STREAM,

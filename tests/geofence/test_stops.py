@@ -247,65 +247,6 @@ def test_same_stops_as_movingpandas(realdata: Path, diameter_m: float, seconds: 
         assert abs(int(pos(e0)) - int(pos(e1.replace(tzinfo=UTC)))) <= 1
 
 
-def _cloud(rng: np.random.Generator, kind: str, n: int) -> list[tuple[float, float]]:
-    if kind == "round":
-        pts = rng.normal(0.0, 8.0, (n, 2))
-    elif kind == "line":
-        pts = np.column_stack([np.arange(n) * 50.0, rng.normal(0.0, 3.0, n)])
-    elif kind == "collinear":
-        pts = np.outer(np.arange(n), rng.normal(0.0, 10.0, 2))
-    elif kind == "blob_and_tail":
-        pts = np.vstack([rng.normal(0.0, 5.0, (n, 2)), [[60.0, 20.0], [110.0, 45.0]]])
-    else:  # repeated fixes
-        pts = np.repeat(rng.normal(0.0, 5.0, (2, 2)), n, axis=0)
-    angle = rng.uniform(0.0, np.pi)
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return [(float(e), float(n_)) for e, n_ in pts @ rot.T]
-
-
-@pytest.mark.parametrize("kind", ["round", "line", "collinear", "blob_and_tail", "repeated"])
-@pytest.mark.parametrize("lat", [0.0, 45.0, 70.0])
-def test_extent_bounds_hold_the_exact_rectangle(kind: str, lat: float) -> None:
-    """The cheap bounds (which skip the exact test) always enclose movingpandas' extent."""
-    from geofence.stops import _mrr_diagonal_m, _Track
-
-    rng = np.random.default_rng(int(lat) * 10 + len(kind))
-    for n in (2, 3, 5, 12, 40):
-        fx = make_fixes(_cloud(rng, kind, n), lat=lat).with_row_index("_i")
-        fx = fx.with_columns(pl.col("_i").cast(pl.Int64))
-        track = _Track(fx, timedelta(minutes=1), 30.0)
-        span = track.proj.max(axis=0) - track.proj.min(axis=0)
-        lower, upper = track._bounds(span[None, :], 0)
-        exact = _mrr_diagonal_m(track.lonlat, np.zeros(len(fx), dtype=np.int64))[0]
-        assert lower[0] <= exact <= upper[0], (n, lower[0], exact, upper[0])
-
-
-@pytest.mark.parametrize("shape", ["segment", "square"])
-@pytest.mark.parametrize("turn_deg", [0.0, 11.25, 33.75])
-def test_extent_bounds_at_worst_angles(shape: str, turn_deg: float) -> None:
-    """Shapes turned midway between the sampled directions (in degree space) stay bounded."""
-    from geofence.stops import _mrr_diagonal_m, _Track
-
-    base = np.array(
-        [[0.0, 0.0], [1.0, 0.0]] if shape == "segment" else [[0, 0], [1, 0], [1, 1], [0, 1]]
-    )
-    a = np.radians(turn_deg)
-    pts = 3e-4 * base @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
-    fx = pl.DataFrame(
-        {
-            "technician_id": "t",
-            "ts": [T0 + timedelta(seconds=10 * i) for i in range(len(pts))],
-            "lat": 10.0 + pts[:, 1],
-            "lon": 20.0 + pts[:, 0],
-        }
-    ).with_row_index("_i")
-    track = _Track(fx.with_columns(pl.col("_i").cast(pl.Int64)), timedelta(minutes=1), 30.0)
-    span = track.proj.max(axis=0) - track.proj.min(axis=0)
-    lower, upper = track._bounds(span[None, :], 0)
-    exact = _mrr_diagonal_m(track.lonlat, np.zeros(len(fx), dtype=np.int64))[0]
-    assert lower[0] <= exact <= upper[0]
-
-
 def test_stop_far_from_the_technicians_first_fix() -> None:
     """Metric scales follow the fix's latitude, not the technician's first fix (0° vs 70°)."""
     start = make_fixes(WALK, lat=0.0)
@@ -319,7 +260,7 @@ def test_stop_far_from_the_technicians_first_fix() -> None:
     assert out["diameter_m"][0] == pytest.approx(20.0, abs=0.01)
 
 
-def _fleet(n_tech: int, n_stops: int, seed: int = 5) -> pl.DataFrame:
+def _fleet(n_tech: int, n_stops: int, seed: int = 5, lat: float = 30.0) -> pl.DataFrame:
     """Technicians alternating noisy stays (3.5 m scatter, extents near 15 m) and drives."""
     rng = np.random.default_rng(seed)
     parts = []
@@ -333,78 +274,110 @@ def _fleet(n_tech: int, n_stops: int, seed: int = 5) -> pl.DataFrame:
             for _ in range(int(rng.integers(8, 20))):
                 here = here + 60.0 * np.array([np.cos(heading), np.sin(heading)])
                 path.append((float(here[0]), float(here[1])))
-        parts.append(make_fixes(path, technician_id=f"t{k:02d}", step_s=7.0, lat=30.0, lon=120.0))
+        parts.append(make_fixes(path, technician_id=f"t{k:02d}", step_s=7.0, lat=lat, lon=120.0))
     return pl.concat(parts)
 
 
-def test_exact_rectangles_are_batched_across_technicians(monkeypatch: pytest.MonkeyPatch) -> None:
-    """GEOS is asked for exact rectangles once per step of all technicians, not per stop."""
+def _movingpandas_ranges(fx: pl.DataFrame, diameter_m: float, seconds: float) -> list[tuple]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mpd = pytest.importorskip("movingpandas")
+        import geopandas as gpd
+
+        pdf = fx.to_pandas()
+        gdf = gpd.GeoDataFrame(pdf, geometry=gpd.points_from_xy(pdf.lon, pdf.lat), crs=4326)
+        tc = mpd.TrajectoryCollection(gdf, "technician_id", t="ts")
+        ranges = mpd.TrajectoryStopDetector(tc).get_stop_time_ranges(
+            max_diameter=diameter_m, min_duration=timedelta(seconds=seconds)
+        )
+    return sorted(
+        (str(r.traj_id), r.t_0.to_pydatetime().replace(tzinfo=UTC), r.t_n.to_pydatetime())
+        for r in ranges
+    )
+
+
+@pytest.mark.parametrize(
+    ("lat", "decimals"), [(30.0, None), (30.0, 5), (64.0, None), (64.0, 5), (-45.0, 6)]
+)
+def test_noisy_fleet_stops_are_movingpandas_stops(lat: float, decimals: int | None) -> None:
+    """Fix for fix the same stops as movingpandas, on noisy stays whose extents sit near the
+    threshold: at 30° and 64° (where the two rectangle diagonals differ most in metres and
+    movingpandas' bounding-box pre-check decides some windows) and on coordinates rounded
+    to a grid (ties between equal rectangles)."""
+    fx = _fleet(6, 12, seed=abs(int(lat)) + (decimals or 0), lat=lat)
+    if decimals is not None:
+        fx = fx.with_columns(pl.col("lat", "lon").round(decimals))
+    ours = detect_stops(fx, max_diameter_m=15.0, min_duration=timedelta(minutes=2))
+    theirs = _movingpandas_ranges(fx, 15.0, 120.0)
+    assert len(theirs) > 30
+    got = sorted(
+        (t, s.replace(tzinfo=UTC), e.replace(tzinfo=None))
+        for t, s, e in ours.select("technician_id", "start_ts", "end_ts").iter_rows()
+    )
+    assert got == [(t, s, e.replace(tzinfo=None)) for t, s, e in theirs]
+
+
+def _geos_diagonal_m(lon: np.ndarray, lat: np.ndarray) -> float:
+    """movingpandas' ``mrr_diagonal`` (GEOS rectangle, corners 0 and 2) with our distance."""
     import shapely
 
-    calls = 0
-    exact = shapely.oriented_envelope
-
-    def counted(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        return exact(*args, **kwargs)
-
-    monkeypatch.setattr(shapely, "oriented_envelope", counted)
-    out = detect_stops(_fleet(24, 15), max_diameter_m=15.0, min_duration=timedelta(minutes=2))
-    assert out.height > 200
-    assert calls * 2 < out.height
+    if len(lon) == 2:
+        return float(local_distance_m(lat[0], lon[0], lat[1], lon[1]))
+    rect = shapely.oriented_envelope(shapely.multipoints(np.column_stack([lon, lat])))
+    c = shapely.get_coordinates(rect)
+    q = c[min(2, len(c) - 1)]
+    return float(local_distance_m(c[0, 1], c[0, 0], q[1], q[0]))
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_point_sets_give_geos_the_same_rectangles_and_hulls(seed: int) -> None:
-    """Line strings through each group's points give bit-identical rectangles and hulls to
-    multipoints (random clouds with lone points, duplicates and collinear groups)."""
+def _point_cloud(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    if kind == "round":
+        return rng.normal(0.0, 1e-4, (n, 2))
+    if kind == "grid":  # few distinct values: equal-area rectangles, collinear runs
+        return np.round(rng.normal(0.0, 3e-5, (n, 2)), 5)
+    if kind == "thin":
+        return rng.normal(0.0, 1e-4, (n, 2)) @ np.array([[1.0, 0.9999], [0.0, 0.01]])
+    if kind == "collinear":
+        return np.outer(np.arange(n), rng.normal(0.0, 1e-5, 2))
+    return np.repeat(rng.normal(0.0, 1e-4, (2, 2)), n, axis=0)[:n]  # repeated fixes
+
+
+@pytest.mark.parametrize("kind", ["round", "grid", "thin", "collinear", "repeated"])
+@pytest.mark.parametrize("lat", [0.0, 30.0, 64.0])
+def test_rectangle_diagonal_is_geos_rectangle(kind: str, lat: float) -> None:
+    """``geofence.mrr`` builds GEOS's hull ring (same vertices, same order) and GEOS's
+    minimum-area rectangle (same corners 0 and 2), so the extent is movingpandas'."""
     import shapely
 
-    from geofence.stops import _point_sets
+    from geofence.mrr import convex_ring, points_diagonal_m
 
-    rng = np.random.default_rng(seed)
-    n_groups = 40
-    groups = np.sort(np.concatenate([np.arange(n_groups), rng.integers(0, n_groups, 300)]))
-    pts = np.array([120.0, 30.0]) + rng.normal(0.0, 1e-4, (len(groups), 2))
-    if seed % 2:
-        pts = np.round(pts, 5)  # repeated fixes
-    if seed % 3 == 0:
-        pts[groups % 4 == 0, 1] = 30.0  # collinear groups
-    ref = shapely.multipoints(pts, indices=groups)
-    fast = _point_sets(pts, groups)
-    for op in (shapely.oriented_envelope, shapely.convex_hull):
-        a, b = op(ref), op(fast)
-        assert np.array_equal(shapely.get_type_id(a), shapely.get_type_id(b))
-        ca, ia = shapely.get_coordinates(a, return_index=True)
-        cb, ib = shapely.get_coordinates(b, return_index=True)
-        assert np.array_equal(ia, ib)
-        assert np.array_equal(ca, cb)
+    rng = np.random.default_rng(int(lat) * 7 + len(kind))
+    for _ in range(300):
+        n = int(rng.integers(2, 40))
+        pts = _point_cloud(rng, kind, n)
+        lon, lat_ = 120.0 + pts[:, 0], lat + pts[:, 1]
+        assert points_diagonal_m(lon, lat_) == pytest.approx(
+            _geos_diagonal_m(lon, lat_), rel=1e-7, abs=1e-7
+        )
+        rx, ry = np.empty(n + 1), np.empty(n + 1)
+        m = convex_ring(lon, lat_, n, rx, ry, np.empty(3 * n + 1, dtype=np.int64))
+        if m >= 3:
+            hull = shapely.convex_hull(shapely.multipoints(np.column_stack([lon, lat_])))
+            assert np.array_equal(shapely.get_coordinates(hull)[:-1], np.column_stack([rx, ry])[:m])
 
 
-def test_no_point_geometry_per_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Exact rectangles and hulls are built from coordinates, never one GEOS point per fix."""
-    import shapely
+def test_orientation_decides_near_collinear_points_exactly() -> None:
+    """Points within rounding of a line: the double-double fallback gives the exact side."""
+    from fractions import Fraction
 
-    def refused(*args: object, **kwargs: object) -> object:
-        raise AssertionError("shapely.points called")
+    from geofence.mrr import orientation
 
-    monkeypatch.setattr(shapely, "points", refused)
-    monkeypatch.setattr(shapely, "multipoints", refused)
-    out = detect_stops(_fleet(4, 8), max_diameter_m=15.0, min_duration=timedelta(minutes=2))
-    assert out.height > 20
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_window_extremes_match_brute_force(seed: int) -> None:
-    """The sparse-table window minima/maxima equal a direct min/max of every window."""
-    from geofence.stops import _window_extremes
-
-    rng = np.random.default_rng(seed)
-    values = rng.normal(0.0, 10.0, (300, 3))
-    last = np.arange(300)
-    first = np.maximum(last - rng.integers(0, 70, 300), 0)
-    lo, hi = _window_extremes(values, first)
-    for r in range(300):
-        assert np.array_equal(lo[r], values[first[r] : r + 1].min(axis=0))
-        assert np.array_equal(hi[r], values[first[r] : r + 1].max(axis=0))
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        a, b = rng.uniform(100.0, 130.0, 2), rng.uniform(100.0, 130.0, 2)
+        t = rng.uniform(0.0, 1.0)
+        c = a + t * (b - a) + rng.normal(0.0, 1e-14, 2)
+        exact = (Fraction(b[0]) - Fraction(a[0])) * (Fraction(c[1]) - Fraction(a[1])) - (
+            Fraction(b[1]) - Fraction(a[1])
+        ) * (Fraction(c[0]) - Fraction(a[0]))
+        want = (exact > 0) - (exact < 0)
+        assert orientation(a[0], a[1], b[0], b[1], c[0], c[1]) == want

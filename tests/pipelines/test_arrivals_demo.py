@@ -172,7 +172,7 @@ def test_stop_stage_gets_only_the_arrival_windows(
     with Store(settings.store_path) as store:
         run_arrivals(store, settings)
         all_fixes = store.count("gps_fixes")
-        win = runner.windows(load_arrivals(store), th).sort("technician_id", "lo")
+        win = runner.arrival_windows(load_arrivals(store), th).sort("technician_id", "lo")
     (fixes,) = given
     # each fix passed lies in a window of its technician (the latest window starting before it
     # may end before it while an earlier, longer one still covers it: take the running max)
