@@ -15,7 +15,6 @@ from typing import Final, overload
 
 import numpy as np
 import numpy.typing as npt
-from pyproj import Geod
 
 FloatArray = npt.NDArray[np.float64]
 ArrayOrFloat = FloatArray | float
@@ -26,8 +25,6 @@ WGS84_F: Final = 1.0 / 298.257223563
 WGS84_E2: Final = WGS84_F * (2.0 - WGS84_F)
 MEAN_EARTH_RADIUS_M: Final = 6_371_008.8
 """IUGG mean radius (m), used only by ``haversine_m``."""
-
-_GEOD: Final = Geod(ellps="WGS84")
 
 
 def radii_of_curvature_m(lat_deg: ArrayOrFloat) -> tuple[FloatArray, FloatArray]:
@@ -112,5 +109,7 @@ def geodesic_distance_m(
         np.broadcast_to(np.asarray(v, dtype=np.float64), shape).ravel()
         for v in (lon1, lat1, lon2, lat2)
     )
-    _, _, dist = _GEOD.inv(lo1, la1, lo2, la2)
+    from pyproj import Geod  # the reference only: not worth its import time elsewhere
+
+    _, _, dist = Geod(ellps="WGS84").inv(lo1, la1, lo2, la2)
     return np.asarray(dist, dtype=np.float64).reshape(shape)

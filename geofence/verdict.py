@@ -57,12 +57,27 @@ from geofence.arrival_model import (
 )
 from geofence.distance import WGS84_A_M, WGS84_E2, local_distance_m
 from geofence.errors import ThresholdError, require_columns
+from geofence.verdict_terms import (  # the rule's words, importable without its machinery
+    DECIDED_BY,
+    LEGACY_VERDICTS,
+    REASONS,
+    RULE_VERSION,
+    SPOOFS,
+    TIERS,
+    read_verdict,
+)
 
-RULE_VERSION: Final = "arrival-v2"
-TIERS: Final = ("AT_DOOR", "ON_SITE", "INCONCLUSIVE", "REJECTED")
-# arrival-v1 spoke of VERIFIED (<= radius proven), which is AT_DOOR; REJECTED and
-# INCONCLUSIVE keep their names. Stored v1 rows are mapped on read, never rewritten.
-LEGACY_VERDICTS: Final = {"VERIFIED": "AT_DOOR"}
+__all__ = [
+    "DECIDED_BY",
+    "LEGACY_VERDICTS",
+    "REASONS",
+    "RULE_VERSION",
+    "TIERS",
+    "ArrivalThresholds",
+    "read_verdict",
+    "verify_arrivals",
+]
+
 
 ARRIVAL_COLUMNS = ("ticket_id", "event_id", "technician_id", "ts", "customer_lat", "customer_lon")
 FIX_COLUMNS = ("technician_id", "ts", "lat", "lon", "accuracy_m")
@@ -140,28 +155,12 @@ class ArrivalThresholds:
         return json.dumps(values, sort_keys=True)
 
 
-_SPOOFS = ("mock_location", "future_fix", "spoof_speed", "spoof_repeated_coords")
-# Every ``reason`` an INCONCLUSIVE verdict can carry (a spoof rule's name, or why the evidence
-# cannot place the technician) and every ``decided_by`` (the evidence a verdict rests on).
-REASONS: Final = (
-    "straddles_radius",
-    "gps_blind_no_uwb",
-    "no_fix_within_window",
-    "poor_accuracy",
-    *_SPOOFS,
-)
-DECIDED_BY: Final = ("uwb", "gps_fix", "stop", "prior")
 _US: Final = 1_000_000
 _KEY_LIMIT: Final = 1 << 62
 # Metres per degree bounds on WGS84 (meridional radius at the equator / at the poles): a
 # cheap |Δlat|·min bound never exceeds the local distance, |Δ|·max never falls below it.
 _M_PER_DEG_MIN: Final = float(np.radians(WGS84_A_M * (1.0 - WGS84_E2))) * (1.0 - 1e-9)
 _M_PER_DEG_MAX: Final = float(np.radians(WGS84_A_M / np.sqrt(1.0 - WGS84_E2))) * (1.0 + 1e-9)
-
-
-def read_verdict(verdict: pl.Expr) -> pl.Expr:
-    """A stored verdict in today's tiers (``LEGACY_VERDICTS`` mapped, the rest as is)."""
-    return verdict.replace(LEGACY_VERDICTS)
 
 
 def _dist(lat1: str, lon1: str, lat2: str, lon2: str) -> pl.Expr:
@@ -682,7 +681,7 @@ def _decide(a: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     evidence = fix_ok | has_stop
     decided = pl.col("model_evidence")
     spoof: pl.Expr = pl.lit(None, pl.String)
-    for name in reversed(_SPOOFS):  # first name in _SPOOFS wins
+    for name in reversed(SPOOFS):  # first name in SPOOFS wins
         flagged = pl.col(f"fix_{name}").fill_null(False) | pl.col(f"_w_{name}").fill_null(False)
         spoof = pl.when(has_fix & flagged).then(pl.lit(name)).otherwise(spoof)
     at_site = pl.col("site_id").is_not_null()

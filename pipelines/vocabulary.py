@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from geofence.verdict import DECIDED_BY, LEGACY_VERDICTS, REASONS, TIERS
+from geofence.verdict_terms import DECIDED_BY, LEGACY_VERDICTS, REASONS, TIERS
 
 EVENT_TYPES: Final[tuple[str, ...]] = (
     "created",

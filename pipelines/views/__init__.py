@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from geofence.verdict import LEGACY_VERDICTS
+from geofence.verdict_terms import LEGACY_VERDICTS
 from pipelines.store.gateway import Store
 from pipelines.vocabulary import ALERT_CLOSED
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 import h3
 import polars as pl
 
-from geofence.verdict import read_verdict
+from geofence.verdict_terms import read_verdict
 from pipelines.errors import FieldTraceError
 from pipelines.store.gateway import Store
 from pipelines.views import CLOSED_ALERT_STATUSES, TECHNICIAN_EVENTS

@@ -10,7 +10,7 @@ import polars as pl
 
 from geofence import stops as geofence_stops
 from geofence.distance import local_distance_m
-from geofence.verdict import read_verdict
+from geofence.verdict_terms import read_verdict
 from pipelines.settings import Thresholds
 from pipelines.store.gateway import Store
 from pipelines.views import TECHNICIAN_EVENTS
