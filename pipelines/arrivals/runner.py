@@ -4,9 +4,12 @@ Stages (each a small function below):
 
 1. ``load_arrivals``  – every "arrived" event with its ticket's customer point (WGS84) and site.
 2. ``load_evidence``  – GPS fixes and UWB positions of those technicians, only inside each
-   arrival's window (``windows``: from ``arrival_lookback + stop_min_duration + max_fix_gap``
-   before to 15 min after; a join on (technician, time), which the table's sort order serves).
-3. ``window_stops``   – stops on those window fixes only (``geofence.stops``), never on a
+   arrival's window (``arrival_windows``: from ``arrival_lookback + stop_min_duration +
+   max_fix_gap`` before to 15 min after). A technician's overlapping windows are merged
+   (``evidence_windows``), so no fix is read twice, and the store joins on (technician,
+   hour) before the exact time test, so a fix meets one or two windows, not all of them.
+3. ``window_stops``   – stops on those window fixes only (``geofence.stops``, a compiled pass
+   that loads from numba's cache on a second core while the store reads), never on a
    technician's whole month.
 4. ``verify``         – ``geofence.verdict.verify_arrivals`` with thresholds from settings.
 5. ``write_checks``   – replace those events' rows in ``arrival_checks`` in one transaction,
