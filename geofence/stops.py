@@ -189,6 +189,13 @@ def _stops_of(
             c_lat[r], c_lon[r], se[r] = _stop_stats(lat, lon, acc, first[r], last[r] + 1)
 
 
+def _cores() -> int:
+    """Processors this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the stop kernel; ``make install`` runs this."""
     one = np.zeros(3)
@@ -213,7 +220,7 @@ def _run_kernel(
     # writable contiguous arrays of one type each: one compiled signature
     lon, lat, acc = (np.array(v, dtype=np.float64, order="C") for v in (lon, lat, acc))
     t_us, bounds = (np.array(v, dtype=np.int64, order="C") for v in (t_us, bounds))
-    workers = max(1, min(len(os.sched_getaffinity(0)), n_tech))
+    workers = max(1, min(_cores(), n_tech))
     cuts = np.searchsorted(bounds, np.linspace(0, len(lon), workers + 1)[1:-1])
     parts = list(zip(np.r_[0, cuts].tolist(), np.r_[cuts, n_tech].tolist(), strict=True))
 

@@ -116,8 +116,14 @@ def _outage(site: Site, outage_s: float, *, kill: bool) -> None:
         what="the edge's own store to hold every reading",
     )
     wait_for(lambda: site.edge.status()["held_quarantined"] == 1, timeout_s=10, what="quarantine")
-    status = site.edge.status()
-    assert (status["held_tickets"], status["intake_pending"]) == (3, 0)
+    # the intake acknowledges its last message just after the store holds it
+    wait_for(
+        lambda: (
+            (site.edge.status()["held_tickets"], site.edge.status()["intake_pending"]) == (3, 0)
+        ),
+        timeout_s=10,
+        what="the edge to hold 3 tickets with nothing pending at its intake",
+    )
     assert site.store.count("edge_tickets") == 0  # nothing reached the hub during the cut
     time.sleep(max(0.0, outage_s - (time.monotonic() - t0)))
     site.hub.start()
