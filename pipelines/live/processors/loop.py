@@ -31,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from geofence.stops import compile_kernels
 from pipelines.alerts.config import AlertConfig, load_config
 from pipelines.alerts.delivery import SecretLookup, deliver_due
 from pipelines.alerts.runner import run_alerts
@@ -304,9 +305,12 @@ async def run_processors(
     rules = FenceRules(
         radius_m=settings.thresholds.arrival_radius_m, accuracy_k=settings.thresholds.accuracy_k
     )
+    # the compiled stop kernel loads from numba's cache now, not on the first arrival
+    warm_kernel = asyncio.create_task(asyncio.to_thread(compile_kernels))
     bus = await Bus.connect(settings)
     try:
         await bus.ensure_streams()
+        await warm_kernel
         sub = await bus.pull(busmod.IN_ALL, durable=f"{settings.bus_prefix}-processors")
         while not stop.is_set():
             try:
