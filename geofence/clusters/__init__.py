@@ -68,6 +68,7 @@ from geofence.clusters.significance import (
     evaluate_many,
     fit_baseline,
     fit_baselines,
+    fit_rule_baselines,
     poisson_upper_tail,
     touched_cells,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "explain",
     "fit_baseline",
     "fit_baselines",
+    "fit_rule_baselines",
     "load_rules",
     "member_tickets",
     "merge_adjacent",

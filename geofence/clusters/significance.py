@@ -191,17 +191,31 @@ def fit_baselines(
     history_end: datetime,
 ) -> dict[ClusterRule, Baseline]:
     """``fit_baseline`` for each rule (keyed by the rule), over one history span."""
+    return {rule: _fit_rule(tickets, rule, history_start, history_end) for rule in rules}
+
+
+def fit_rule_baselines(
+    tickets: pl.DataFrame, rules: Sequence[ClusterRule], *, at: datetime, history: timedelta
+) -> dict[ClusterRule, Baseline]:
+    """Each rule's baseline for an evaluation at ``at``: ``fit_baseline`` over the
+    ``history`` that ends where the rule's window begins (``at - rule.window``)."""
     return {
-        rule: fit_baseline(
-            tickets,
-            tag=rule.tag,
-            resolution=rule.resolution,
-            k_ring=rule.k_ring,
-            history_start=history_start,
-            history_end=history_end,
-        )
+        rule: _fit_rule(tickets, rule, at - rule.window - history, at - rule.window)
         for rule in rules
     }
+
+
+def _fit_rule(
+    tickets: pl.DataFrame, rule: ClusterRule, history_start: datetime, history_end: datetime
+) -> Baseline:
+    return fit_baseline(
+        tickets,
+        tag=rule.tag,
+        resolution=rule.resolution,
+        k_ring=rule.k_ring,
+        history_start=history_start,
+        history_end=history_end,
+    )
 
 
 def poisson_upper_tail(observed: IntArray, expected: FloatArray) -> FloatArray:
@@ -355,14 +369,7 @@ def evaluate_many(
                     "no history_start to fit one"
                 )
             history_end = EPOCH + timedelta(microseconds=int(eval_us.min())) - rule.window
-            baseline = fit_baseline(
-                tickets,
-                tag=rule.tag,
-                resolution=rule.resolution,
-                k_ring=rule.k_ring,
-                history_start=history_start,
-                history_end=history_end,
-            )
+            baseline = _fit_rule(tickets, rule, history_start, history_end)
         cells = None if touched_by is None else touched_cells(touched_by, rule)
         if cells is not None and len(cells) == 0:
             continue

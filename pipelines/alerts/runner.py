@@ -46,7 +46,7 @@ from geofence.clusters import (
     classify,
     evaluate,
     explain,
-    fit_baseline,
+    fit_rule_baselines,
     member_tickets,
     prepare_tickets,
 )
@@ -173,13 +173,7 @@ def _evaluate(
         cols = {cell_column(r.resolution) for r in config.rules}
         new = tickets.filter("is_new").select("tag", *sorted(cols))
         touched = pl.concat([new, _probe(alerts, config.rules)], how="diagonal_relaxed")
-    baselines = {
-        r: fit_baseline(
-            tickets, tag=r.tag, resolution=r.resolution, k_ring=r.k_ring,
-            history_start=at - r.window - config.history, history_end=at - r.window,
-        )
-        for r in config.rules
-    }  # fmt: skip
+    baselines = fit_rule_baselines(tickets, config.rules, at=at, history=config.history)
     firing = evaluate(
         tickets, config.rules, at=at, history_start=at, baselines=baselines, touched_by=touched
     )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from geofence.clusters import evaluate, fit_baseline
+from geofence.clusters import evaluate, fit_rule_baselines
 from pipelines.alerts.config import AlertConfig
 from pipelines.alerts.runner import read_tickets
 from pipelines.batch.engine import Runner
@@ -38,13 +38,7 @@ def firing_at(tickets: pl.DataFrame, config: AlertConfig, at: datetime) -> pl.Da
     """Firing cells at ``at`` from the tickets read for it (the runner's full evaluation)."""
     created = pl.col("created_ts")
     seen = tickets.filter((created > at - _span(config)) & (created <= at))
-    baselines = {
-        r: fit_baseline(
-            seen, tag=r.tag, resolution=r.resolution, k_ring=r.k_ring,
-            history_start=at - r.window - config.history, history_end=at - r.window,
-        )
-        for r in config.rules
-    }  # fmt: skip
+    baselines = fit_rule_baselines(seen, config.rules, at=at, history=config.history)
     return evaluate(seen, config.rules, at=at, history_start=at, baselines=baselines)
 
 

@@ -36,6 +36,23 @@ def make_fixes(
     ]
 
 
+def write_big_fixes(path: Path, n: int, *, technicians: int) -> Path:
+    """A Parquet file of ``n`` fixes one second apart, spread over ``technicians`` ids: big
+    enough that a writer killed mid-batch is caught inside its transaction."""
+    pl.DataFrame(
+        {
+            "technician_id": [f"t{i % technicians}" for i in range(n)],
+            "ts": pl.datetime_range(
+                T0, T0 + timedelta(seconds=n - 1), "1s", eager=True, time_zone="UTC"
+            ),
+            "lat": 30.27,
+            "lon": 120.15,
+            "accuracy_m": 5.0,
+        }
+    ).write_parquet(path)
+    return path
+
+
 def make_events(
     ticket_id: str = "T1",
     start: datetime = T0,

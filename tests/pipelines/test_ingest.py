@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from pipelines.ingest.contract import IngestOptions
 from pipelines.ingest.machine import ingest_file
 from pipelines.settings import load_settings
 from pipelines.store.gateway import Store
-from tests.pipelines.builders import T0, make_events, make_fixes, write_rows
+from tests.pipelines.builders import T0, make_events, make_fixes, write_big_fixes, write_rows
 
 SETTINGS = load_settings()
 
@@ -177,21 +176,9 @@ def test_kill_9_mid_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
     ``FIELDTRACE_FAULT_PAUSE_IN_WRITE_S`` makes the ingest pause after it has inserted the batch's
     rows but before COMMIT, and say so on stderr, so the kill lands mid-batch every time.
     """
-    import polars as pl
 
     n = 200_000
-    path = tmp_path / "big.parquet"
-    pl.DataFrame(
-        {
-            "technician_id": [f"t{i % 50}" for i in range(n)],
-            "ts": pl.datetime_range(
-                T0, T0 + timedelta(seconds=n - 1), "1s", eager=True, time_zone="UTC"
-            ),
-            "lat": 30.27,
-            "lon": 120.15,
-            "accuracy_m": 5.0,
-        }
-    ).write_parquet(path)
+    path = write_big_fixes(tmp_path / "big.parquet", n, technicians=50)
     store_path = tmp_path / "ft.duckdb"
     Store(store_path).close()
     cmd = [

@@ -10,7 +10,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from pipelines.errors import StoreError
@@ -24,7 +23,7 @@ from pipelines.store.location import (
     parse_location,
 )
 from pipelines.store.schema import without_constraints
-from tests.pipelines.builders import T0, make_fixes, write_rows
+from tests.pipelines.builders import make_fixes, write_big_fixes, write_rows
 
 SETTINGS = load_settings()
 REPO = Path(__file__).resolve().parents[2]
@@ -204,18 +203,7 @@ def test_kill_9_of_a_writer_leaves_nothing_and_orphans_are_cleaned(
     lake_url: str, tmp_path: Path
 ) -> None:
     n = 100_000
-    path = tmp_path / "big.parquet"
-    pl.DataFrame(
-        {
-            "technician_id": [f"t{i % 20}" for i in range(n)],
-            "ts": pl.datetime_range(
-                T0, T0 + timedelta(seconds=n - 1), "1s", eager=True, time_zone="UTC"
-            ),
-            "lat": 30.27,
-            "lon": 120.15,
-            "accuracy_m": 5.0,
-        }
-    ).write_parquet(path)
+    path = write_big_fixes(tmp_path / "big.parquet", n, technicians=20)
     Store(lake_url).close()
     proc = _cli(
         lake_url, "ingest", "gps", str(path), env={"FIELDTRACE_FAULT_PAUSE_IN_WRITE_S": "60"}
