@@ -39,6 +39,46 @@ def test_spatial_extension_is_available_to_every_query(store: Store) -> None:
     assert store.scalar("SELECT ST_AsText(ST_Point(120.15, 30.27))") == "POINT (120.15 30.27)"
 
 
+def test_spatial_is_loaded_by_the_first_statement_that_calls_it(tmp_path: Path) -> None:
+    """Opening the store does not pay ~0.2 s for LOAD spatial; an ST_ call loads it."""
+
+    def loaded(store: Store) -> bool:
+        return bool(
+            store.scalar("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'spatial'")
+        )
+
+    with Store(tmp_path / "lazy.duckdb") as store:
+        assert not loaded(store)
+        with store.transaction() as tx:
+            assert tx.scalar("SELECT ST_X(ST_Point(1.5, 2))") == 1.5
+        assert loaded(store)
+
+
+def test_replace_rows_replaces_rows_by_key_and_adds_new_ones(store: Store) -> None:
+    def labels(rows: list[tuple[str, float]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "event_id": [r[0] for r in rows],
+                "true_distance_m": [r[1] for r in rows],
+                "source": "test",
+                "labelled_at": datetime(2026, 10, 5, tzinfo=UTC),
+            }
+        )
+
+    store.atomic(
+        lambda tx: tx.replace_rows(
+            "arrival_labels", labels([("a", 1.0), ("b", 2.0)]), key="event_id"
+        )
+    )
+    store.atomic(
+        lambda tx: tx.replace_rows(
+            "arrival_labels", labels([("b", 5.0), ("c", 3.0)]), key="event_id"
+        )
+    )
+    got = store.query("SELECT event_id, true_distance_m FROM arrival_labels ORDER BY event_id")
+    assert got.rows() == [("a", 1.0), ("b", 5.0), ("c", 3.0)]
+
+
 def test_table_names_are_allow_listed(store: Store) -> None:
     with pytest.raises(UnknownTableError, match="not in the FieldTrace schema"):
         store.count("tickets; DROP TABLE tickets")
