@@ -19,7 +19,6 @@ from typer.core import TyperGroup
 
 from pipelines.batch.engine import LOCAL_SCHEDULER
 from pipelines.errors import FieldTraceError
-from pipelines.ingest.contract import check_zone
 from pipelines.settings import Settings, load_settings
 from pipelines.store.gateway import Store
 from pipelines.store.location import LAKE_PREFIX, FileLocation
@@ -126,6 +125,8 @@ def writable_file(value: Path) -> Path:
 def zone(value: str | None) -> str | None:
     """An IANA time zone name (or not given)."""
     if value is not None:
+        from pipelines.ingest.contract import check_zone  # the ingest contract: only here
+
         try:
             check_zone(value)
         except FieldTraceError as exc:

@@ -2,22 +2,67 @@
 
 Each command lives in a module of its own (``cli.ingest``, ``cli.alerts``, ``cli.serve``...);
 this module only builds the typer app, takes the global options and mounts the commands.
+A command's module is imported when that command runs (or ``--help`` lists them all), so
+``fieldtrace arrivals verify`` does not pay for importing the dashboard, the alert rules or
+the live machinery.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
-from cli import alerts, arrivals, batches, edge, fetch, ingest, maintain, serve, simulate, users
 from cli.common import FieldTraceGroup, State
 
+# command name -> (module, attribute): a function (one command) or a typer app (a group)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("cli.ingest", "ingest"),
+    "ingest-world": ("cli.ingest", "ingest_world_cmd"),
+    "generate": ("cli.ingest", "generate"),
+    "status": ("cli.ingest", "status"),
+    "serve": ("cli.serve", "serve"),
+    "demo": ("cli.serve", "demo"),
+    "simulate": ("cli.simulate", "simulate_cmd"),
+    "maintain": ("cli.maintain", "maintain"),
+    "fetch": ("cli.fetch", "fetch_app"),
+    "users": ("cli.users", "users_app"),
+    "alerts": ("cli.alerts", "alerts_app"),
+    "arrivals": ("cli.arrivals", "arrivals_app"),
+    "edge": ("cli.edge", "edge"),
+    "hub": ("cli.edge", "hub"),
+    "batches": ("cli.batches", "batches_app"),
+}
+
+
+class LazyCommands(FieldTraceGroup):
+    """The top-level group: mounts ``COMMANDS``, importing a command's module on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        target = getattr(importlib.import_module(module), attr)
+        if isinstance(target, typer.Typer):
+            command: Any = typer.main.get_group(target)
+        else:
+            single = typer.Typer()
+            single.command(cmd_name)(target)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        return command
+
+
 app = typer.Typer(
-    cls=FieldTraceGroup,
+    cls=LazyCommands,
     name="fieldtrace",
     help="FieldTrace: what really happened between status changes.",
     no_args_is_help=True,
@@ -39,23 +84,6 @@ def main_options(
 ) -> None:
     State.store_override = store
     State.config = config
-
-
-app.command()(ingest.ingest)
-app.command("ingest-world")(ingest.ingest_world_cmd)
-app.command()(ingest.generate)
-app.command()(ingest.status)
-app.command()(serve.serve)
-app.command()(serve.demo)
-app.command("simulate")(simulate.simulate_cmd)
-app.command()(maintain.maintain)
-app.add_typer(fetch.fetch_app, name="fetch")
-app.add_typer(users.users_app, name="users")
-app.add_typer(alerts.alerts_app, name="alerts")
-app.add_typer(arrivals.arrivals_app, name="arrivals")
-app.command()(edge.edge)
-app.command()(edge.hub)
-app.add_typer(batches.batches_app, name="batches")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -103,13 +104,14 @@ BAD: dict[tuple[str, ...], list[tuple[list[str], str]]] = {
 }
 
 
-def _leaves(command: object, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    subs = getattr(command, "commands", None)
-    if not subs:
+def _leaves(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every runnable command path (groups mount their commands lazily: ask them)."""
+    if not hasattr(command, "list_commands"):
         yield prefix
         return
-    for name, sub in subs.items():
-        yield from _leaves(sub, (*prefix, name))
+    ctx = typer.Context(command)
+    for name in command.list_commands(ctx):
+        yield from _leaves(command.get_command(ctx, name), (*prefix, name))
 
 
 def test_every_command_has_bad_value_cases() -> None:
