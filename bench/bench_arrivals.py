@@ -17,6 +17,11 @@ built with numpy/polars from fixed seeds):
    ``sjoin`` of the fixes (projected, points prebuilt) with the fences grown by ``near_m``,
    on a sample, rate extrapolated. Target: >= 20M fixes/s and >= 20x.
 
+4. ``run_arrivals`` again on an unchanged store (the kept window stops reused) against the
+   first run on the same store (every technician's stops detected), on a generated demo world
+   (scale 1, seed 7: about 5,600 arrivals over 4.6M fixes), same process, same verdicts.
+   Target: the second run <= 0.6x the first.
+
 ``--quick`` is a tenth of the size. Prints a table; writes ``bench/results/arrivals.json``.
 """
 
@@ -443,6 +448,53 @@ def bench_fences(quick: bool, progress: Progress) -> dict[str, Any]:
     }
 
 
+def bench_reverify(quick: bool, progress: Progress) -> dict[str, Any]:
+    """A first verification of a demo world against verifying it again (kept stops)."""
+    import tempfile
+
+    from cli.ingest import ingest_world
+    from pipelines.arrivals.runner import run_arrivals
+    from pipelines.generate import generate_world
+    from pipelines.settings import load_settings
+    from pipelines.store.gateway import Store
+
+    scale = 0.1 if quick else 1.0
+    task = progress.add_task("reverify: generate and ingest the demo world", total=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        settings = load_settings(
+            store_path=root / "fieldtrace.duckdb", data_dir=root, users_file=root / "users.toml"
+        )
+        generate_world(root / "demo", seed=7, scale=scale)
+        ingest_world(root / "demo", settings)
+        progress.update(task, advance=1, description="reverify: first run (stops detected)")
+        with Store(settings.store_path) as store:
+            t0 = time.perf_counter()
+            first = run_arrivals(store, settings)
+            first_s = time.perf_counter() - t0
+            progress.update(task, advance=1, description="reverify: again (stops kept)")
+            t0 = time.perf_counter()
+            again = run_arrivals(store, settings)
+            again_s = time.perf_counter() - t0
+            fixes = store.count("gps_fixes")
+        progress.update(task, advance=1)
+    assert first.stops is not None
+    assert again.stops is not None
+    return {
+        "scale": scale,
+        "arrivals": first.checks.height,
+        "fixes": fixes,
+        "first_s": round(first_s, 3),
+        "again_s": round(again_s, 3),
+        "again_vs_first": round(again_s / first_s, 3),
+        "first_stages": {k: round(v, 3) for k, v in first.stages.items()},
+        "again_stages": {k: round(v, 3) for k, v in again.stages.items()},
+        "technicians_kept": again.stops.kept,
+        "technicians_detected_again": again.stops.detected,
+        "same_verdicts": first.checks.equals(again.checks),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size")
@@ -451,6 +503,7 @@ def main() -> None:
         verify = bench_verify(args.quick, progress)
         stops = bench_stops(args.quick, progress)
         fences = bench_fences(args.quick, progress)
+        reverify = bench_reverify(args.quick, progress)
     rows = [
         (
             "verify_arrivals",
@@ -500,9 +553,29 @@ def main() -> None:
             f"speedup {fences['speedup_vs_sjoin_with_points_x']}x",
         ),
     ]
+    rows += [
+        (
+            "run_arrivals, first",
+            f"{reverify['first_s']:.2f} s",
+            f"{reverify['arrivals']:,} arrivals / {reverify['fixes']:,} fixes",
+        ),
+        (
+            "run_arrivals, again",
+            f"{reverify['again_s']:.2f} s",
+            f"{reverify['again_vs_first']}x the first; <= 0.6x; "
+            f"same verdicts: {reverify['same_verdicts']}",
+        ),
+    ]
     show("Arrival verification benchmark" + (" (quick)" if args.quick else ""), rows)
     path = write_results(
-        "arrivals", {"quick": args.quick, "verify": verify, "stops": stops, "fences": fences}
+        "arrivals",
+        {
+            "quick": args.quick,
+            "verify": verify,
+            "stops": stops,
+            "fences": fences,
+            "reverify": reverify,
+        },
     )
     print(f"wrote {path}")
 

@@ -73,6 +73,12 @@ def verify_cmd(
         + (f" ({stages})" if stages else "")
         + f"; rule {run.checks['rule_version'][0]}, radius {s.thresholds.arrival_radius_m} m"
     )
+    if run.stops is not None:
+        _out.print(
+            f"window stops: {run.stops.kept:,} technician(s) kept from the last run (same "
+            f"window fixes, same thresholds), {run.stops.detected:,} detected "
+            f"({run.stops.detected_fixes:,} fixes)"
+        )
     _out.print(_table("Verdicts by region", parts["by_region"]))
     _out.print(_table("Status lag of verified arrivals (s)", parts["lag"]))
     _out.print(_table("INCONCLUSIVE reasons", parts["inconclusive"]))

@@ -36,7 +36,6 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import chndtr
 
 from geofence.errors import ThresholdError
 
@@ -122,6 +121,8 @@ def _disc_cdf(radius_m: float, centre_m: FloatArray, sigma_m: FloatArray) -> Flo
     out = np.where(centre_m - _CERTAIN_SIGMAS * sigma_m >= radius_m, 0.0, 1.0)
     doubt = np.abs(centre_m - radius_m) < _CERTAIN_SIGMAS * sigma_m
     if doubt.any():
+        from scipy.special import chndtr  # ~0.1 s to import: only where it is needed
+
         s, c = sigma_m[doubt], centre_m[doubt]
         out[doubt] = chndtr((radius_m / s) ** 2, 2.0, (c / s) ** 2)
     return np.asarray(out, dtype=np.float64)

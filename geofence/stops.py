@@ -42,26 +42,13 @@ from numba import njit
 
 from geofence.errors import ThresholdError, require_columns
 from geofence.mrr import convex_ring, local_distance_m, orientation, ring_diagonal_m
+from geofence.stop_schema import STOP_SCHEMA
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # first, last (fix rows), diameter_m, centroid lat, lon, se_m (one per stop), count (per tech)
 _Out = tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray]
 
-STOP_SCHEMA: Final = pl.Schema(
-    {
-        "technician_id": pl.String(),
-        "stop_id": pl.Int64(),
-        "start_ts": pl.Datetime("us", "UTC"),
-        "end_ts": pl.Datetime("us", "UTC"),
-        "n_fixes": pl.Int64(),
-        "centroid_lat": pl.Float64(),
-        "centroid_lon": pl.Float64(),
-        "centroid_se_m": pl.Float64(),
-        "diameter_m": pl.Float64(),
-        "duration_s": pl.Float64(),
-    }
-)
 BBOX_FACTOR: Final = 1.5
 """movingpandas' pre-check: a window whose bounding-box diagonal is ``>= 1.5 · max_diameter``
 is not compact, whatever its rectangle."""

@@ -8,9 +8,10 @@ Stages (each a small function below):
    max_fix_gap`` before to 15 min after). A technician's overlapping windows are merged
    (``evidence_windows``), so no fix is read twice, and the store joins on (technician,
    hour) before the exact time test, so a fix meets one or two windows, not all of them.
-3. ``window_stops``   – stops on those window fixes only (``geofence.stops``, a compiled pass
-   that loads from numba's cache on a second core while the store reads), never on a
-   technician's whole month.
+3. ``kept_window_stops`` (``pipelines.arrivals.kept_stops``) – stops on those window fixes
+   only (``window_stops``, the compiled ``geofence.stops``), never on a technician's whole
+   month; a technician whose window fixes are the ones its kept stops were detected on
+   (same digest, same stop thresholds) gets them back from the store without detection.
 4. ``verify``         – ``geofence.verdict.verify_arrivals`` with thresholds from settings.
 5. ``write_checks``   – replace those events' rows in ``arrival_checks`` in one transaction,
    with every evidence column kept as JSON so an auditor can see why.
@@ -30,10 +31,10 @@ import polars as pl
 
 from geofence.arrival_model import ErrorModel
 from geofence.distance import local_distance_m
-from geofence.stops import compile_kernels, detect_stops
 from geofence.verdict import ArrivalThresholds, verify_arrivals
+from pipelines.arrivals.kept_stops import StopReuse, expects_detection, kept_window_stops
 from pipelines.settings import Settings, Thresholds
-from pipelines.store.gateway import Store, Tx
+from pipelines.store.gateway import Store
 
 _AFTER_EVENT = timedelta(minutes=15)
 
@@ -43,6 +44,7 @@ class ArrivalRun:
     checks: pl.DataFrame
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, in order
+    stops: StopReuse | None = None  # stops kept and stops detected again, per technician
 
 
 def thresholds_from(settings: Thresholds) -> ArrivalThresholds:
@@ -148,7 +150,7 @@ def load_evidence(
     base_us = int(win["lo"].dt.epoch("us").min())  # type: ignore[arg-type]
     frames = {"win": _bucketed(win, base_us)}
     fixes = store.query_frames(
-        "SELECT w.code, f.ts, f.lat, f.lon, f.accuracy_m, f.speed_mps, f.mock_location "
+        "SELECT w.code, f.ts, f.lat, f.lon, f.accuracy_m, f.mock_location "
         "FROM gps_fixes f " + _EVIDENCE_JOIN.format(t="f", tech="technician_id", bucket=_BUCKET_US),
         frames,
         [base_us],
@@ -177,13 +179,20 @@ def verify(
     th: ArrivalThresholds,
     *,
     now: datetime,
+    stops: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    stops = window_stops(fixes, th)
+    """Verdicts of ``arrivals`` from their evidence (``load_evidence``); ``stops``: the window
+    stops of those fixes when already known (``kept_window_stops``), else detected here."""
+    if stops is None:
+        stops = window_stops(fixes, th)
     return verify_arrivals(arrivals, fixes, stops, uwb if uwb.height else None, th, now=now)
 
 
 def window_stops(fixes: pl.DataFrame, th: ArrivalThresholds) -> pl.DataFrame:
     """Stops on the arrivals' window fixes (``load_evidence``), the only fixes it is given."""
+    # imported here: the compiled detector (numba, ~0.7 s to load) only when stops are detected
+    from geofence.stops import detect_stops
+
     return detect_stops(
         fixes, max_diameter_m=th.stop_max_diameter_m, min_duration=th.stop_min_duration
     )
@@ -218,13 +227,8 @@ def write_checks(store: Store, checks: pl.DataFrame, *, computed_at: datetime) -
         pl.lit(computed_at).dt.convert_time_zone("UTC").alias("computed_at"),
     )
 
-    def replace(tx: Tx) -> None:  # one event id, one verdict: replaced in one transaction
-        tx.register("new_checks", rows.select("event_id"))
-        tx.execute("DELETE FROM arrival_checks WHERE event_id IN (SELECT event_id FROM new_checks)")
-        tx.unregister("new_checks")
-        tx.insert_frame("arrival_checks", rows)
-
-    store.atomic(replace)
+    # one event id, one verdict: replaced in one transaction
+    store.atomic(lambda tx: tx.replace_rows("arrival_checks", rows, key="event_id"))
 
 
 def truth_labels(
@@ -293,28 +297,40 @@ def label_from_manifest(store: Store, manifest_path: Path) -> int:
     return write_labels(store, labels, source=source, labelled_at=datetime.now(UTC))
 
 
+def _preload() -> None:
+    """Modules the run needs later, imported on a second core while the store reads: pandas,
+    which DuckDB imports to bind the first Python value (the evidence windows), and the
+    verdict model's scipy.special (~0.35 s between them, off the critical path)."""
+    import pandas  # noqa: F401
+    import scipy.special  # noqa: F401
+
+
+def _load_detector() -> None:
+    from geofence.stops import compile_kernels  # numba, and the kernel from its cache
+
+    compile_kernels()
+
+
 def run_arrivals(store: Store, settings: Settings, *, since: datetime | None = None) -> ArrivalRun:
     """Verify every "arrived" event (since ``since``) and store the verdicts with evidence."""
     clock = _StageClock()
-    # the compiled stop kernel loads from numba's cache on a second core while the store
-    # reads the evidence (DuckDB releases the GIL while it works)
-    warm = threading.Thread(target=compile_kernels, name="stop-kernel", daemon=True)
-    warm.start()
+    threading.Thread(target=_preload, name="preload", daemon=True).start()
     th = thresholds_from(settings.thresholds)
     now = datetime.now(UTC)
     arrivals = load_arrivals(store, since=since)
     if arrivals.height == 0:
         return ArrivalRun(pl.DataFrame(), clock.total())
+    if expects_detection(store, th):  # load the compiled detector on a second core meanwhile
+        threading.Thread(target=_load_detector, name="stop-kernel", daemon=True).start()
     fixes, uwb = load_evidence(store, arrivals, th)
     clock.lap("load")
-    warm.join()
-    stops = window_stops(fixes, th)
+    stops, reuse = kept_window_stops(store, fixes, th, detect=window_stops)
     clock.lap("stops")
-    checks = verify_arrivals(arrivals, fixes, stops, uwb if uwb.height else None, th, now=now)
+    checks = verify(arrivals, fixes, uwb, th, now=now, stops=stops)
     clock.lap("verdicts")
     write_checks(store, checks, computed_at=now)
     clock.lap("write")
-    return ArrivalRun(checks, clock.total(), clock.laps)
+    return ArrivalRun(checks, clock.total(), clock.laps, reuse)
 
 
 class _StageClock:

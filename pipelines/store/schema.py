@@ -640,6 +640,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE cluster_alerts_v11 RENAME TO cluster_alerts",
         ),
     ),
+    Migration(
+        12,
+        "kept window stops: each technician's stops on its arrivals' window fixes, with the "
+        "stop rule and a digest of those fixes (pipelines.arrivals.kept_stops)",
+        (
+            """
+            CREATE TABLE window_stops (
+                technician_id VARCHAR NOT NULL,
+                start_ts TIMESTAMPTZ NOT NULL,
+                end_ts TIMESTAMPTZ NOT NULL,
+                n_fixes BIGINT NOT NULL CHECK (n_fixes >= 1),
+                centroid_lat DOUBLE NOT NULL,
+                centroid_lon DOUBLE NOT NULL,
+                centroid_se_m DOUBLE NOT NULL CHECK (centroid_se_m >= 0),
+                diameter_m DOUBLE NOT NULL CHECK (diameter_m >= 0),
+                duration_s DOUBLE NOT NULL CHECK (duration_s >= 0)
+            )
+            """,
+            """
+            CREATE TABLE window_stop_marks (
+                technician_id VARCHAR PRIMARY KEY,
+                stop_rule VARCHAR NOT NULL,
+                n_fixes BIGINT NOT NULL,
+                fixes_digest UBIGINT NOT NULL,
+                n_stops BIGINT NOT NULL,
+                computed_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 TABLES: frozenset[str] = frozenset(
@@ -671,6 +701,8 @@ TABLES: frozenset[str] = frozenset(
         "verdict_publications",
         "bus_messages",
         "live_outputs",
+        "window_stops",
+        "window_stop_marks",
     }
 )
 
@@ -701,6 +733,8 @@ WRITER_ENFORCED: dict[str, str] = {
     "ticket_events CHECK (event_type IN ...)": "the unknown_event_type rule",
     "arrival_checks PRIMARY KEY / CHECK (verdict)": "the arrivals runner replaces verdicts "
     "per event id in one transaction; verdicts come from geofence.verdict's enum",
+    "window_stop_marks PRIMARY KEY, window_stops CHECKs": "kept_stops replaces a technician's "
+    "stops and mark together, in one transaction; the values come from geofence.stops",
     "cluster_alerts, restock_orders, outbox, alert_runs keys": "ids minted by the runner "
     "(uuid / hashed keys) and the outbox idempotency key derived from the order id",
     "schema_migrations PRIMARY KEY": "migrations run under a PostgreSQL advisory lock",

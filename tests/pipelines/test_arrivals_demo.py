@@ -4,12 +4,15 @@ against: the issue's figures and the calibration of the verdicts' probabilities.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
+import geofence.stops
 from geofence.stops import detect_stops
 from pipelines.arrivals import runner
 from pipelines.arrivals.runner import load_arrivals, load_evidence, run_arrivals, thresholds_from
@@ -157,19 +160,21 @@ def test_gcj_region_customers_are_stored_in_wgs84(demo_world: tuple[Any, Any], d
 
 
 def test_stop_stage_gets_only_the_arrival_windows(
-    demo_world: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+    demo_world: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Stops are detected on the fixes around arrivals, not on every fix of the month."""
-    settings, _ = demo_world
+    settings = demo_world[0].model_copy(update={"store_path": tmp_path / "copy.duckdb"})
+    shutil.copy(demo_world[0].store_path, settings.store_path)
     given: list[pl.DataFrame] = []
 
     def recording(fixes: pl.DataFrame, **kwargs: Any) -> pl.DataFrame:
         given.append(fixes)
         return detect_stops(fixes, **kwargs)
 
-    monkeypatch.setattr(runner, "detect_stops", recording)
+    monkeypatch.setattr(geofence.stops, "detect_stops", recording)
     th = thresholds_from(settings.thresholds)
     with Store(settings.store_path) as store:
+        store.execute("DELETE FROM window_stop_marks")  # nothing kept: every stop detected
         run_arrivals(store, settings)
         all_fixes = store.count("gps_fixes")
         win = runner.arrival_windows(load_arrivals(store), th).sort("technician_id", "lo")
