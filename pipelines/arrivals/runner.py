@@ -121,13 +121,13 @@ def _names(frame: pl.DataFrame, win: pl.DataFrame) -> pl.DataFrame:
 _BUCKET_US = 3_600_000_000  # one hour: the equality key of the evidence join
 
 
-def _bucketed(win: pl.DataFrame, base_us: int) -> pl.DataFrame:
-    """One row per window and hour it touches (``bucket``: whole hours since ``base_us``), so
+def _bucketed(win: pl.DataFrame) -> pl.DataFrame:
+    """One row per window and hour it touches (``bucket``: whole hours since 1970), so
     the store joins fixes on (technician, hour) and each fix meets one or two windows, not
     every window of its technician; ``ts BETWEEN lo AND hi`` decides."""
 
     def hour(col: str) -> pl.Expr:
-        return (pl.col(col).dt.epoch("us") - base_us) // _BUCKET_US
+        return pl.col(col).dt.epoch("us") // _BUCKET_US
 
     return win.with_columns(pl.int_ranges(hour("lo"), hour("hi") + 1).alias("bucket")).explode(
         "bucket"
@@ -136,7 +136,7 @@ def _bucketed(win: pl.DataFrame, base_us: int) -> pl.DataFrame:
 
 _EVIDENCE_JOIN = (
     "JOIN win w ON {t}.{tech} = w.technician_id "
-    "AND (epoch_us({t}.ts) - ?) // {bucket} = w.bucket "
+    "AND epoch_us({t}.ts) // {bucket} = w.bucket "
     "WHERE {t}.ts BETWEEN w.lo AND w.hi ORDER BY w.code, {t}.ts"
 )
 
@@ -147,19 +147,16 @@ def load_evidence(
     """Fixes and UWB positions of the arrivals' technicians inside their windows only, in
     technician and time order. The windows do not overlap, so no row is read twice."""
     win = evidence_windows(arrivals, th)
-    base_us = int(win["lo"].dt.epoch("us").min())  # type: ignore[arg-type]
-    frames = {"win": _bucketed(win, base_us)}
+    frames = {"win": _bucketed(win)}
     fixes = store.query_frames(
         "SELECT w.code, f.ts, f.lat, f.lon, f.accuracy_m, f.mock_location "
         "FROM gps_fixes f " + _EVIDENCE_JOIN.format(t="f", tech="technician_id", bucket=_BUCKET_US),
         frames,
-        [base_us],
     )
     uwb = store.query_frames(
         "SELECT w.code, u.site_id, u.ts, u.lat, u.lon, coalesce(u.error_m, 0.1) AS error_m "
         "FROM uwb_positions u " + _EVIDENCE_JOIN.format(t="u", tech="tag_id", bucket=_BUCKET_US),
         frames,
-        [base_us],
     )
     return _distinct_rows(_names(fixes, win)), _distinct_rows(_names(uwb, win))
 

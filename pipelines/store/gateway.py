@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -102,6 +103,7 @@ def _checked_table(table: str) -> str:
     return table
 
 
+_FRAME_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPATIAL_CALL = re.compile(r"\bST_\w+\s*\(", re.IGNORECASE)
 
 
@@ -325,16 +327,30 @@ class Store:
     def query_frames(
         self, sql: str, frames: Mapping[str, pl.DataFrame], params: Sequence[object] = ()
     ) -> pl.DataFrame:
-        """Run a query that joins against in-memory frames, visible under the given names."""
-        with self._reader() as cur:
+        """Run a query that joins against in-memory frames, visible under the given names.
+
+        The frames reach DuckDB as Parquet files in a private temporary folder, read through
+        temporary views, rather than as registered Arrow objects: binding a Python object
+        makes DuckDB import pandas (~0.2 s) whatever the object, and these frames are small
+        (windows, ids), so a query with no bound value runs with pandas still unimported.
+        """
+        for name in frames:
+            if not _FRAME_NAME.fullmatch(name):
+                raise ValueError(f"frame name {name!r} is not a plain SQL identifier")
+        with self._reader() as cur, tempfile.TemporaryDirectory(prefix="ft-frames-") as tmp:
             try:
                 for name, frame in frames.items():
-                    cur.register(name, frame.to_arrow(compat_level=_ARROW_COMPAT))
+                    path = Path(tmp) / f"{name}.parquet"
+                    frame.write_parquet(path, compression="uncompressed", statistics=False)
+                    cur.execute(
+                        f"CREATE OR REPLACE TEMP VIEW {name} AS "
+                        f"SELECT * FROM read_parquet('{_sql_literal(str(path))}')"
+                    )
                 return cur.execute(self._ext.for_sql(sql), list(params)).pl()
             finally:
                 for name in frames:
                     with suppress(duckdb.Error):
-                        cur.unregister(name)
+                        cur.execute(f"DROP VIEW IF EXISTS {name}")
 
     def scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
         with self._reader() as cur:
