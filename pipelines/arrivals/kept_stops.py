@@ -106,7 +106,11 @@ def kept_window_stops(
         )
     found = pl.DataFrame(schema=STOP_SCHEMA)
     if stale.height:
-        mine = fixes.join(stale.select("technician_id"), on="technician_id", how="semi")
+        mine = (  # every technician stale (a first run): the frame itself, not a copy
+            fixes
+            if stale.height == digests.height
+            else fixes.join(stale.select("technician_id"), on="technician_id", how="semi")
+        )
         found = detect(mine, th).select(STOP_COLUMNS).cast(dict(STOP_SCHEMA))  # type: ignore[arg-type]
         store.atomic(lambda tx: _keep(tx, stale, found, rule))
     stops = pl.concat([kept.cast(dict(STOP_SCHEMA)), found]).sort(  # type: ignore[arg-type]
