@@ -101,6 +101,26 @@ def _map_canvas_ready(dash_duo: Any, graph: str) -> None:
     dash_duo.wait_for_element(f"#{graph} .maplibregl-canvas", timeout=15)
 
 
+# No callback in flight and the map's style, sources and tiles loaded.
+IDLE_JS = """
+if (document.querySelector('[data-dash-is-loading="true"]')) return false;
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+const sub = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+return Boolean(sub && sub.map && sub.map.loaded());
+"""
+
+
+def _page_idle(dash_duo: Any, graph: str, timeout: float = 10) -> None:
+    """Wait until the page's callbacks have landed and the map has finished drawing, so that
+    leaving the page does not tear a map down mid-draw (plotly then logs a TypeError)."""
+    deadline = time.monotonic() + timeout
+    while not dash_duo.driver.execute_script(IDLE_JS, f"#{graph}"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{graph}: still drawing after {timeout} s")
+        time.sleep(0.2)
+    time.sleep(0.3)  # two animation frames' grace for plotly's own after-draw work
+
+
 def _shot(dash_duo: Any, artifacts: Path, name: str) -> None:
     time.sleep(1.0)  # let map tiles/markers paint
     dash_duo.driver.save_screenshot(str(artifacts / f"{name}.png"))
@@ -215,6 +235,7 @@ def test_dispatch_map_filters_and_click_opens_ticket(dash_duo, settings, artifac
     while "at=" not in dash_duo.driver.current_url and time.monotonic() < deadline:
         time.sleep(0.2)
     assert f"at={busy:%Y-%m-%dT%H}%3A00" in dash_duo.driver.current_url
+    _page_idle(dash_duo, "dispatch-map")
     xy = dash_duo.driver.execute_script(CLOSEST_TICKET_JS)
     dash_duo.driver.execute_script(CLICK_JS, xy[4], xy[5])
     dash_duo.wait_for_contains_text("#ticket-header", f"Ticket {xy[2]}", timeout=10)
