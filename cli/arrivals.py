@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import common
+from pipelines.batch.engine import runner
 
 arrivals_app = typer.Typer(name="arrivals", help="Arrival verification.", no_args_is_help=True)
 _out = Console()
@@ -52,7 +53,6 @@ def verify_cmd(
     # imported here: the verdict machinery (numba, scipy) is not needed to start the CLI
     from pipelines.arrivals.runner import run_arrivals, summary
     from pipelines.batch.arrivals import verify_period
-    from pipelines.batch.engine import runner
 
     s = common.settings()
     start, end = _iso(since, "--since"), _iso(until, "--until")

@@ -277,14 +277,3 @@ def ring_diagonal_m(rx: FloatArray, ry: FloatArray, m: int) -> float:
     t2 = (rx[l_i] - ox) * ux + (ry[l_i] - oy) * uy
     c2x, c2y = ox + t2 * ux, oy + t2 * uy
     return local_distance_m(c0y, c0x, c2y, c2x)
-
-
-@njit(cache=True)
-def points_diagonal_m(lon: FloatArray, lat: FloatArray) -> float:
-    """movingpandas' extent (m) of a set of points (``mrr_diagonal`` with geodesic corners)."""
-    n = len(lon)
-    if n == 2:
-        return local_distance_m(lat[0], lon[0], lat[1], lon[1])
-    rx, ry = np.empty(n + 1), np.empty(n + 1)
-    m = convex_ring(lon, lat, n, rx, ry, np.empty(3 * n + 1, dtype=np.int64))
-    return ring_diagonal_m(rx, ry, m)

@@ -52,12 +52,19 @@ def stop_rule(th: ArrivalThresholds) -> str:
     )
 
 
-def expects_detection(store: Store, th: ArrivalThresholds) -> bool:
+def kept_marks(store: Store) -> pl.DataFrame:
+    """``technician_id, stop_rule, n_fixes, fixes_digest`` of every technician's kept stops
+    (nothing bound: DuckDB binds no Python value, so pandas is not imported for it)."""
+    return store.query(
+        "SELECT technician_id, stop_rule, n_fixes, fixes_digest FROM window_stop_marks"
+    )
+
+
+def expects_detection(marks: pl.DataFrame, th: ArrivalThresholds) -> bool:
     """Whether no technician's stops were kept under this rule (a first run, other stop
     thresholds): then every technician will be detected, and the detector can be loaded
     while the evidence is read."""
-    rules = store.query("SELECT DISTINCT stop_rule FROM window_stop_marks")  # nothing bound
-    return stop_rule(th) not in rules["stop_rule"].to_list()
+    return stop_rule(th) not in marks["stop_rule"].to_list()
 
 
 def fix_digests(fixes: pl.DataFrame) -> pl.DataFrame:
@@ -79,15 +86,13 @@ def kept_window_stops(
     fixes: pl.DataFrame,
     th: ArrivalThresholds,
     *,
+    marks: pl.DataFrame,
     detect: Callable[[pl.DataFrame, ArrivalThresholds], pl.DataFrame],
 ) -> tuple[pl.DataFrame, StopReuse]:
     """The window stops of ``fixes`` (``STOP_COLUMNS``, by technician and start): kept ones
-    where the technician's fixes and the rule are those they were detected on, ``detect``
-    (``runner.window_stops``) for the rest, which are then kept."""
+    where the technician's fixes and the rule are those they were detected on (``marks``:
+    ``kept_marks``), ``detect`` (``runner.window_stops``) for the rest, which are then kept."""
     digests = fix_digests(fixes)
-    marks = store.query(  # no bound value: DuckDB binds none, so pandas is not needed yet
-        "SELECT technician_id, stop_rule, n_fixes, fixes_digest FROM window_stop_marks"
-    )
     rule = stop_rule(th)
     same = (
         digests.join(marks, on="technician_id", how="inner", suffix="_kept")
@@ -111,7 +116,7 @@ def kept_window_stops(
             if stale.height == digests.height
             else fixes.join(stale.select("technician_id"), on="technician_id", how="semi")
         )
-        found = detect(mine, th).select(STOP_COLUMNS).cast(dict(STOP_SCHEMA))  # type: ignore[arg-type]
+        found = detect(mine, th).select(STOP_COLUMNS)
         store.atomic(lambda tx: _keep(tx, stale, found, rule))
     stops = pl.concat([kept.cast(dict(STOP_SCHEMA)), found]).sort(  # type: ignore[arg-type]
         "technician_id", "start_ts", maintain_order=True

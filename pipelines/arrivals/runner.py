@@ -32,7 +32,12 @@ import polars as pl
 from geofence.arrival_model import ErrorModel
 from geofence.distance import local_distance_m
 from geofence.verdict import ArrivalThresholds, verify_arrivals
-from pipelines.arrivals.kept_stops import StopReuse, expects_detection, kept_window_stops
+from pipelines.arrivals.kept_stops import (
+    StopReuse,
+    expects_detection,
+    kept_marks,
+    kept_window_stops,
+)
 from pipelines.settings import Settings, Thresholds
 from pipelines.store.gateway import Store
 
@@ -296,7 +301,7 @@ def label_from_manifest(store: Store, manifest_path: Path) -> int:
 
 def _preload() -> None:
     """Modules the run needs later, imported on a second core while the store reads: pandas,
-    which DuckDB imports to bind the first Python value (the evidence windows), and the
+    which DuckDB imports to bind the first Python value (the verdicts written), and the
     verdict model's scipy.special (~0.35 s between them, off the critical path)."""
     import pandas  # noqa: F401
     import scipy.special  # noqa: F401
@@ -317,11 +322,12 @@ def run_arrivals(store: Store, settings: Settings, *, since: datetime | None = N
     arrivals = load_arrivals(store, since=since)
     if arrivals.height == 0:
         return ArrivalRun(pl.DataFrame(), clock.total())
-    if expects_detection(store, th):  # load the compiled detector on a second core meanwhile
+    marks = kept_marks(store)
+    if expects_detection(marks, th):  # load the compiled detector on a second core meanwhile
         threading.Thread(target=_load_detector, name="stop-kernel", daemon=True).start()
     fixes, uwb = load_evidence(store, arrivals, th)
     clock.lap("load")
-    stops, reuse = kept_window_stops(store, fixes, th, detect=window_stops)
+    stops, reuse = kept_window_stops(store, fixes, th, marks=marks, detect=window_stops)
     clock.lap("stops")
     checks = verify(arrivals, fixes, uwb, th, now=now, stops=stops)
     clock.lap("verdicts")

@@ -159,17 +159,13 @@ class Tx:
         if frame.height == 0:
             return 0
         name = _checked_table(table)
-        view = f"_ft_frame_{next(_view_counter)}"
         consts = dict(constants or {})
-        self._con.register(view, frame.to_arrow(compat_level=_ARROW_COMPAT))
-        try:
+        with self._frame_view(frame) as view:
             cols = ", ".join(f'"{c}"' for c in [*frame.columns, *consts])
             exprs = ", ".join([*(f'"{c}"' for c in frame.columns), *("?" for _ in consts)])
             self._con.execute(
                 f"INSERT INTO {name} ({cols}) SELECT {exprs} FROM {view}", list(consts.values())
             )
-        finally:
-            self._con.unregister(view)
         return frame.height
 
     def replace_rows(self, table: str, frame: pl.DataFrame, key: str) -> int:
@@ -184,20 +180,24 @@ class Tx:
         if frame.height == 0:
             return 0
         name = _checked_table(table)
-        view = f"_ft_frame_{next(_view_counter)}"
-        self._con.register(view, frame.to_arrow(compat_level=_ARROW_COMPAT))
-        try:
-            cols = ", ".join(f'"{c}"' for c in frame.columns)
-            insert = f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {view}"
+        cols = ", ".join(f'"{c}"' for c in frame.columns)
+        with self._frame_view(frame) as view:
             if self._lake:
                 keyed = f'"{key}" IN (SELECT "{key}" FROM {view})'
                 self._con.execute(f"DELETE FROM {name} WHERE {keyed}")
-            else:
-                insert = insert.replace("INSERT INTO", "INSERT OR REPLACE INTO", 1)
-            self._con.execute(insert)
+            verb = "INSERT INTO" if self._lake else "INSERT OR REPLACE INTO"
+            self._con.execute(f"{verb} {name} ({cols}) SELECT {cols} FROM {view}")
+        return frame.height
+
+    @contextmanager
+    def _frame_view(self, frame: pl.DataFrame) -> Iterator[str]:
+        """``frame`` visible to this transaction under a fresh view name, for one statement."""
+        view = f"_ft_frame_{next(_view_counter)}"
+        self._con.register(view, frame.to_arrow(compat_level=_ARROW_COMPAT))
+        try:
+            yield view
         finally:
             self._con.unregister(view)
-        return frame.height
 
     def register(self, name: str, frame: pl.DataFrame) -> None:
         """Expose a frame to SQL in this transaction under a temporary view name."""

@@ -348,7 +348,16 @@ def test_rectangle_diagonal_is_geos_rectangle(kind: str, lat: float) -> None:
     minimum-area rectangle (same corners 0 and 2), so the extent is movingpandas'."""
     import shapely
 
-    from geofence.mrr import convex_ring, points_diagonal_m
+    from geofence.mrr import convex_ring, local_distance_m, ring_diagonal_m
+
+    def points_diagonal_m(lon: np.ndarray, lat: np.ndarray) -> float:
+        """movingpandas' extent (m) of a point set: its ring's rectangle diagonal."""
+        n = len(lon)
+        if n == 2:
+            return float(local_distance_m(lat[0], lon[0], lat[1], lon[1]))
+        rx, ry = np.empty(n + 1), np.empty(n + 1)
+        m = convex_ring(lon, lat, n, rx, ry, np.empty(3 * n + 1, dtype=np.int64))
+        return float(ring_diagonal_m(rx, ry, m))
 
     rng = np.random.default_rng(int(lat) * 7 + len(kind))
     for _ in range(300):

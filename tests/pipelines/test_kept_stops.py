@@ -12,7 +12,14 @@ import polars as pl
 import pytest
 
 import geofence.stops
-from pipelines.arrivals.kept_stops import STOP_COLUMNS, fix_digests, kept_window_stops
+from geofence.verdict import ArrivalThresholds
+from pipelines.arrivals.kept_stops import (
+    STOP_COLUMNS,
+    StopReuse,
+    fix_digests,
+    kept_marks,
+    kept_window_stops,
+)
 from pipelines.arrivals.runner import (
     load_arrivals,
     load_evidence,
@@ -41,6 +48,12 @@ def _fixes(tech: str, *, lat: float, n: int = 60, start: datetime = T0) -> pl.Da
     return pl.DataFrame(rows).with_columns(pl.col("ts").dt.cast_time_unit("us"))
 
 
+def _kept(
+    store: Store, fixes: pl.DataFrame, th: ArrivalThresholds
+) -> tuple[pl.DataFrame, StopReuse]:
+    return kept_window_stops(store, fixes, th, marks=kept_marks(store), detect=window_stops)
+
+
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[pl.DataFrame]:
     """The fixes each call of the stop detector was given."""
@@ -60,13 +73,13 @@ def test_kept_stops_are_reused_until_a_fix_changes(
 ) -> None:
     th = thresholds_from(Settings().thresholds)
     fixes = pl.concat([_fixes("tech-a", lat=30.27), _fixes("tech-b", lat=30.28)])
-    first, reuse = kept_window_stops(store, fixes, th, detect=window_stops)
+    first, reuse = _kept(store, fixes, th)
     assert (reuse.kept, reuse.detected, reuse.detected_fixes) == (0, 2, fixes.height)
     assert first.height == 2  # one stop each
     assert first.equals(window_stops(fixes, th).select(STOP_COLUMNS))
 
     recorded.clear()
-    again, reuse = kept_window_stops(store, fixes, th, detect=window_stops)
+    again, reuse = _kept(store, fixes, th)
     assert recorded == []
     assert (reuse.kept, reuse.detected) == (2, 0)
     assert again.equals(first)
@@ -79,7 +92,7 @@ def test_kept_stops_are_reused_until_a_fix_changes(
         .alias("lat")
     )
     recorded.clear()
-    third, reuse = kept_window_stops(store, moved, th, detect=window_stops)
+    third, reuse = _kept(store, moved, th)
     assert (reuse.kept, reuse.detected) == (1, 1)
     assert [set(f["technician_id"]) for f in recorded] == [{"tech-b"}]
     assert third.equals(window_stops(moved, th).select(STOP_COLUMNS))
@@ -91,10 +104,10 @@ def test_other_stop_thresholds_detect_everyone_again(
 ) -> None:
     settings = Settings()
     fixes = pl.concat([_fixes("tech-a", lat=30.27), _fixes("tech-b", lat=30.28)])
-    kept_window_stops(store, fixes, thresholds_from(settings.thresholds), detect=window_stops)
+    _kept(store, fixes, thresholds_from(settings.thresholds))
     wider = settings.thresholds.model_copy(update={"stop_max_diameter_m": 40.0})
     recorded.clear()
-    _, reuse = kept_window_stops(store, fixes, thresholds_from(wider), detect=window_stops)
+    _, reuse = _kept(store, fixes, thresholds_from(wider))
     assert reuse.detected == 2
     assert len(recorded) == 1
 
